@@ -1,0 +1,5 @@
+import sys
+
+from bioconv.cli import main
+
+sys.exit(main())

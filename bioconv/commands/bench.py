@@ -1,0 +1,31 @@
+"""Benchmarks that print figures (not timed tests): ``bioconv bench brian2`` and ``bioconv bench torch``.
+
+Each benchmark lives in :mod:`bioconv.benchmarks` and measures in one run, printing
+the ratios it reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+BENCHMARKS = {
+    "brian2": "bioconv.benchmarks.brian2_bench",
+    "torch": "bioconv.benchmarks.torch_bench",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("which", choices=sorted(BENCHMARKS), help="which engine to benchmark")
+    parser.add_argument("--ckpt", help="trained checkpoint (.pt) or converted graph (.bcv); default: a cnn7 with random weights normalized on MNIST")
+    parser.add_argument("--n", type=int, default=100, help="number of MNIST test images (default 100)")
+    parser.add_argument("--duration", default="100ms", help="simulated time per image, with unit (default 100ms)")
+    parser.add_argument("--dt", default="1ms", help="time step, with unit (default 1ms)")
+    parser.add_argument("--workers", type=int, default=2, help="standalone binaries run in parallel (default 2)")
+    parser.add_argument("--device", default="cpu", help="torch device for the torch benchmark (cpu or cuda)")
+    parser.add_argument("--data-dir", help="dataset folder (default: $BIOCONV_DATA_DIR or the user cache)")
+
+
+def run(args: argparse.Namespace) -> int:
+    module = importlib.import_module(BENCHMARKS[args.which])
+    return int(module.main(args) or 0)

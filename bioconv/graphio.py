@@ -1,0 +1,127 @@
+"""Save and load a :class:`~bioconv.ir.Graph` as one ``.bcv`` file (no torch needed).
+
+The file is an uncompressed numpy ``.npz`` archive read with ``allow_pickle=False``:
+``graph.json`` (UTF-8 bytes) holds the format version, the layer list with every scalar
+parameter, the neuron/synapse models and the metadata; every array is stored under
+``<layer>.<field>``. The round trip is exact (float64 arrays are written as they are).
+Writes are atomic: a temporary file in the same folder, then ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bioconv import ir
+from bioconv.neurons import model_to_dict, neuron_from_dict
+from bioconv.synapses import synapse_from_dict
+
+FORMAT = "bioconv-graph"
+FORMAT_VERSION = 1
+LAYER_TYPES: dict[str, type] = {
+    cls.__name__: cls for cls in (ir.Conv2d, ir.Dense, ir.AvgPool2d, ir.MaxPool2d, ir.Flatten)
+}
+
+
+class GraphFileError(ValueError):
+    """A .bcv file is corrupt, of another format or of an unsupported version."""
+
+
+def _encode_layer(layer: ir.Layer, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    spec: dict[str, Any] = {"type": type(layer).__name__}
+    for f in dataclasses.fields(layer):
+        value = getattr(layer, f.name)
+        if isinstance(value, np.ndarray):
+            key = f"{layer.name}.{f.name}"
+            arrays[key] = value
+            spec[f.name] = {"array": key}
+        else:
+            spec[f.name] = list(value) if isinstance(value, tuple) else value
+    return spec
+
+
+def _decode_layer(spec: dict[str, Any], arrays: Any) -> ir.Layer:
+    spec = dict(spec)
+    kind = spec.pop("type")
+    if kind not in LAYER_TYPES:
+        raise GraphFileError(f"unknown layer type {kind!r} in graph file; known: {sorted(LAYER_TYPES)}")
+    kwargs = {}
+    for key, value in spec.items():
+        if isinstance(value, dict) and "array" in value:
+            value = arrays[value["array"]]
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    return LAYER_TYPES[kind](**kwargs)
+
+
+def graph_to_json(graph: ir.Graph, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "input": {"shape": list(graph.input.shape), "rate_scale": graph.input.rate_scale, "name": graph.input.name},
+        "layers": [_encode_layer(layer, arrays) for layer in graph.layers],
+        "neuron": None if graph.neuron is None else model_to_dict(graph.neuron),
+        "synapse": None if graph.synapse is None else model_to_dict(graph.synapse),
+        "layer_neurons": {k: model_to_dict(v) for k, v in graph.layer_neurons.items()},
+        "meta": dict(graph.meta),
+    }
+
+
+def save_graph(graph: ir.Graph, path: str | os.PathLike) -> Path:
+    """Write ``graph`` to ``path`` atomically; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {}
+    doc = graph_to_json(graph, arrays)
+    payload = json.dumps(doc, sort_keys=True, allow_nan=False).encode("utf-8")
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **{"graph.json": np.frombuffer(payload, dtype=np.uint8)}, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_graph(path: str | os.PathLike) -> ir.Graph:
+    """Read a Graph written by :func:`save_graph`; raises :class:`GraphFileError` if unreadable."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no graph file at {path}; create one with `bioconv convert`")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            doc = json.loads(bytes(data["graph.json"]).decode("utf-8"))
+            arrays = {k: data[k] for k in data.files if k != "graph.json"}
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError, UnicodeDecodeError) as exc:
+        raise GraphFileError(f"{path} is not a readable bioconv graph file ({exc}); re-create it with `bioconv convert`") from exc
+    if doc.get("format") != FORMAT:
+        raise GraphFileError(f"{path} is not a bioconv graph file (format {doc.get('format')!r})")
+    if doc.get("version") != FORMAT_VERSION:
+        raise GraphFileError(
+            f"{path} has graph format version {doc.get('version')}, this bioconv reads version "
+            f"{FORMAT_VERSION}; re-create the file with this version's `bioconv convert`"
+        )
+    try:
+        layers = tuple(_decode_layer(spec, arrays) for spec in doc["layers"])
+        inp = doc["input"]
+        return ir.Graph(
+            input=ir.Input(tuple(inp["shape"]), inp["rate_scale"], inp["name"]),
+            layers=layers,
+            neuron=None if doc["neuron"] is None else neuron_from_dict(doc["neuron"]),
+            synapse=None if doc["synapse"] is None else synapse_from_dict(doc["synapse"]),
+            layer_neurons={k: neuron_from_dict(v) for k, v in doc["layer_neurons"].items()},
+            meta=doc["meta"],
+        )
+    except (KeyError, TypeError) as exc:
+        raise GraphFileError(f"{path} is missing a field ({exc}); the file is corrupt") from exc
