@@ -30,7 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
-        module = importlib.import_module(f"bioconv.commands.{name}")
+        try:
+            module = importlib.import_module(f"bioconv.commands.{name}")
+        except ModuleNotFoundError as exc:  # e.g. torch absent in the brian2cuda env
+            p = sub.add_parser(name, help=f"{help_text} [unavailable: {exc}]")
+            p.set_defaults(_module=None, _missing=f"'{name}' needs the missing module {exc.name!r}; "
+                           "install it (pip install -e '.[torch]') or use the main .venv")
+            continue
         p = sub.add_parser(name, help=help_text, description=module.__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
@@ -45,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if args.command is None:
         parser.print_help()
+        return 2
+    if args._module is None:
+        print(f"bioconv {args.command}: error: {args._missing}", file=sys.stderr)
         return 2
     try:
         return int(args._module.run(args) or 0)
