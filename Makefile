@@ -2,7 +2,7 @@
 #   make demo   -- set up .venv and run the end-to-end demo (train, convert, simulate, figure)
 #   make test   -- set up .venv (and the brian2cuda env) and run the full test suite
 PY311   ?= python3.11
-PY312   ?= python3.12
+PY312   ?= $(or $(shell python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null),$(lastword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12)),python3.12)
 VENV    := .venv
 CUDAENV := .venv-cuda
 STAMP   := $(VENV)/.installed
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 cuda-env: $(CUDASTAMP)
 $(CUDASTAMP): pyproject.toml
 	$(PY312) -m venv $(CUDAENV)
-	$(CUDAENV)/bin/python -m pip install -q 'brian2==2.10.1' 'brian2cuda==1.0b1' nvidia-curand pytest
+	$(CUDAENV)/bin/python -m pip install -q 'brian2==2.10.1' 'brian2cuda==1.0b1' nvidia-curand pytest scipy pandas pyarrow tqdm
 	$(CUDAENV)/bin/python -m pip install -q --no-deps -e .
 	touch $(CUDASTAMP)
 

@@ -1,0 +1,93 @@
+"""``bioconv bench torch``: images/s of the torch engine vs the Brian2 cpp_standalone engine, in one run.
+
+Network and data as in :mod:`bioconv.benchmarks.brian2_bench` (``--ckpt``, else
+``runs/ann/cnn7-mnist.pt`` if it exists, else cnn7 with random weights; robust-normalized to
+200 Hz; IF with reset by subtraction, delta synapses), MNIST test images, T = ``--duration``.
+
+Measured in the same process, one after the other:
+
+* torch engine, batch 100 on ``--device``: ``float32`` with dense propagation (the fast
+  mode) and ``float64`` with event propagation (the exact mode, Brian2's sums bit for bit);
+  CPU runs use ``--workers`` torch threads, the same cores as the Brian2 workers;
+* Brian2 cpp_standalone with ``--workers`` binaries in parallel (compile excluded; a cached
+  build from an earlier run is reused);
+
+then prints images/s, the ratio torch / Brian2, and the fraction of neurons whose spike
+counts agree between the float64 torch run and Brian2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+
+def _torch_run(graph, images, labels, config, device: str, dtype: str, propagation: str):
+    from bioconv.engines.torch import simulate
+
+    simulate(graph, images[:2], labels[:2], config, device=device, dtype=dtype, propagation=propagation,
+             progress=False)  # warm-up (allocator, kernels)
+    start = time.perf_counter()
+    result = simulate(graph, images, labels, config, device=device, dtype=dtype, batch_size=100,
+                      propagation=propagation, progress=False)
+    return result, time.perf_counter() - start
+
+
+def identical_fraction(a, b) -> float:
+    """Fraction of (image, neuron) spike counts that are equal in results ``a`` and ``b`` (all layers)."""
+    same = sum(int((a.counts[k] == b.counts[k]).sum()) for k in a.counts)
+    return same / sum(a.counts[k].size for k in a.counts)
+
+
+def main(args: argparse.Namespace) -> int:
+    import torch
+
+    from bioconv.benchmarks.brian2_bench import load_network
+    from bioconv.data import load_dataset, subset
+    from bioconv.engines.brian2 import Simulator
+    from bioconv.simulation import SimConfig
+    from bioconv.units import parse_time
+
+    device = getattr(args, "device", "cpu") or "cpu"
+    workers = int(getattr(args, "workers", 2) or 2)
+    ds = subset(load_dataset("mnist", "test", args.data_dir), args.n)
+    calib = load_dataset("mnist", "train", args.data_dir).images[:500]
+    graph, source = load_network(args.ckpt, calib)
+    config = SimConfig(duration=parse_time(args.duration), dt=parse_time(args.dt))
+    n = len(ds.images)
+    print(f"network: {source}")
+    print(f"images: {n} MNIST test, T = {args.duration}, dt = {args.dt}, batch 100, device {device}")
+    if device == "cpu":
+        torch.set_num_threads(workers)
+        print(f"torch threads: {torch.get_num_threads()}")
+
+    rows = []
+    results = {}
+    for dtype, prop in (("float32", "dense"), ("float64", "event")):
+        res, secs = _torch_run(graph, ds.images, ds.labels, config, device, dtype, prop)
+        results[dtype] = res
+        rows.append((f"torch {dtype} ({prop})", n / secs, secs, res.accuracy))
+        print(f"  torch {dtype:8s} {prop:6s}: {n / secs:8.1f} img/s  ({secs:.2f} s, accuracy {res.accuracy:.3f})")
+
+    sim = Simulator(graph, config, device="cpp", workers=workers, batch_size=max(1, n // (2 * workers)))
+    start = time.perf_counter()
+    brian = sim.run(ds.images, ds.labels)
+    total = time.perf_counter() - start
+    b_secs = float(brian.timings["run_s"])
+    compile_s = float(brian.timings.get("compile_s", 0.0))
+    print(f"  brian2 cpp_standalone, {workers} workers: {n / b_secs:8.1f} img/s  ({b_secs:.2f} s run; "
+          f"compile {compile_s:.1f} s, total {total:.1f} s, accuracy {brian.accuracy:.3f})")
+
+    print()
+    print(f"{'engine':32s} {'img/s':>9s} {'ratio vs brian2':>16s}")
+    brian_rate = n / b_secs
+    for name, rate, _, _ in rows:
+        print(f"{name:32s} {rate:9.1f} {rate / brian_rate:15.2f}x")
+    print(f"{'brian2 cpp, %d workers' % workers:32s} {brian_rate:9.1f} {1.0:15.2f}x")
+    print()
+    print(f"identical spike counts, torch float64 vs brian2 cpp: {identical_fraction(results['float64'], brian):.6f} "
+          f"of {sum(v.size for v in brian.counts.values())} (image, neuron) pairs")
+    print(f"identical spike counts, torch float32 vs brian2 cpp: {identical_fraction(results['float32'], brian):.6f}")
+    return 0

@@ -1,0 +1,65 @@
+"""Train an ANN from the model zoo (or any spec string) and write a checkpoint.
+
+Seed 000 Table 2 settings: cross-entropy loss, Adadelta (lr 1.0), batch 100; early
+stopping, augmentation and an L2 penalty are optional. The checkpoint (.pt) holds the
+weights plus metadata: spec, arch, dataset, input shape, preprocessing, seed, test
+accuracy, per-epoch history, training time and software versions.
+
+example:
+  bioconv train --arch cnn7 --dataset mnist --epochs 5 --seed 0 --out runs/ann/cnn7-mnist.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from bioconv.ann.zoo import ZOO
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--arch", default="cnn7",
+                        help=f"zoo architecture: {', '.join(sorted(ZOO))} (default cnn7); ignored if --spec is given")
+    parser.add_argument("--spec", help="architecture spec string instead of --arch, e.g. 28x28-32c3-p2-32c3-p2-32FC-10FC "
+                        "(NcK[BN] conv with 'same' padding, pK avg pool, mpK max pool, Dp dropout, NFC[BN] dense)")
+    parser.add_argument("--dataset", default="mnist", choices=["mnist", "cifar10", "digits"],
+                        help="dataset (default mnist); MNIST in [0, 1], CIFAR-10 per-channel mean/std normalized")
+    parser.add_argument("--epochs", type=int, default=5, help="maximum number of training epochs (default 5)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for weight init, data order, dropout, augmentation (default 0)")
+    parser.add_argument("--out", required=True, help="checkpoint file to write (.pt), written atomically")
+    parser.add_argument("--data-dir", help="dataset folder (default: $BIOCONV_DATA_DIR, then ~/.cache/bioconv)")
+    parser.add_argument("--batch-size", type=int, default=100, help="mini-batch size in images (default 100)")
+    parser.add_argument("--lr", type=float, default=1.0, help="Adadelta learning rate (default 1.0)")
+    parser.add_argument("--weight-decay", type=float, default=0.0, help="L2 penalty coefficient (default 0; seed 000 uses L2 on CIFAR-10)")
+    parser.add_argument("--early-stopping", type=int, metavar="N",
+                        help="stop after N epochs without validation-accuracy gain (holds out 10%% of the training set; best weights kept)")
+    parser.add_argument("--augment", action="store_true",
+                        help="random shifts of up to 2 pixels (and horizontal flips for CIFAR-10)")
+    parser.add_argument("--max-train", type=int, metavar="N", help="train on a seeded random subset of N training images")
+    parser.add_argument("--init", default="he", choices=["he", "torch"],
+                        help="weight init: he = He normal N(0, 2/fan_in) with zero bias (default), torch = torch's default")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from bioconv.ann import train_and_save
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    _, meta = train_and_save(
+        args.spec or args.arch, args.dataset, args.out, epochs=args.epochs, seed=args.seed, data_dir=args.data_dir,
+        max_train=args.max_train, batch_size=args.batch_size, progress=not args.no_progress, lr=args.lr,
+        weight_decay=args.weight_decay, early_stopping=args.early_stopping, augment=args.augment, device=args.device,
+        init=args.init,
+    )
+    for row in meta["history"]:
+        extra = f"  val acc {row['val_accuracy']:.4f}" if "val_accuracy" in row else ""
+        extra += f"  test acc {row['test_accuracy']:.4f}" if "test_accuracy" in row else ""
+        print(f"epoch {row['epoch']}: loss {row['train_loss']:.4f}  train acc {row['train_accuracy']:.4f}{extra}"
+              f"  ({row['time_s']:.0f} s)")
+    print(f"{meta['arch']} ({meta['spec']}) on {meta['dataset']}: test accuracy {100 * meta['test_accuracy']:.2f} % "
+          f"after {len(meta['history'])} epochs, {meta['train_time_s']:.0f} s training; wrote {args.out}")
+    return 0

@@ -1,0 +1,304 @@
+r"""Construction of the Brian2 network of a Graph (used by :mod:`bioconv.engines.brian2`).
+
+Objects (all with ``dt = config.dt``, explicit names, explicit namespaces):
+
+- ``<input>`` (and ``<input>_neg`` for signed inputs): threshold-only ``NeuronGroup`` of
+  ``n_in`` neurons that spike at step ``k`` iff ``ta_in(t, i) > 0.5`` (``< -0.5`` for the
+  negative group); ``ta_in`` is a ``TimedArray`` of shape (B·n_steps, n_in) holding the
+  signed spike trains of :func:`bioconv.encoding.spike_trains` for B images back to back.
+- one ``NeuronGroup`` per spiking layer, named after the layer: the neuron model's
+  equations + the synapse model's post equations + ``spike_count : integer``, threshold
+  ``neuron.threshold``, reset ``neuron.reset_code; spike_count += 1``, per-neuron
+  ``I_bias`` (bias per channel expanded) and ``theta``. A ``run_regularly`` with
+  ``dt = T_image, when='start'`` zeroes every state variable at each image start (and, with
+  ``coding="current"``, loads layer 1's per-image ``I_bias`` from ``ta_bias``).
+- ``<layer>_syn`` (and ``<layer>_syn_neg`` with weights ``-w``): ``Synapses`` from the
+  previous spiking group (or the input), ``connect(i=..., j=...)`` with the arrays of
+  :func:`bioconv.connectivity.layer_synapses`, ``on_pre`` from the synapse model.
+- monitors: ``<layer>_count_mon`` (cumulative ``spike_count`` every image start),
+  ``out_bin_mon`` (output ``spike_count`` every bin), ``out_v_mon`` (voltage readout) and
+  ``<layer>_spikes`` (``SpikeMonitor``, only for ``config.record_times``), all recorded at
+  ``when='start', order=-1`` i.e. before the per-image reset.
+
+Everything a run changes (weights, biases, thresholds, input trains) is a *run parameter*
+``"<object>.<variable>"`` → array (:func:`run_parameters`), which the standalone binary
+takes on its command line, so new values never recompile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from bioconv import ir
+from bioconv.connectivity import Connectivity, layer_synapses, layer_weights
+
+log = logging.getLogger(__name__)
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_name(name: str) -> str:
+    if not _IDENT.match(name):
+        raise ValueError(f"layer name {name!r} is not a valid Brian2 object name; use letters, digits and '_'")
+    return name
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """Structure of one Brian2 network: what is compiled in (everything but run parameters)."""
+
+    graph: ir.Graph
+    config: Any  # SimConfig
+    batch: int  # images per run
+    signed: bool  # negative input spikes possible
+    layers: tuple = field(init=False)
+    pre: dict = field(init=False)  # layer name -> name of the presynaptic group
+
+    def __post_init__(self) -> None:
+        layers = self.graph.spiking_layers
+        pre, prev = {}, _check_name(self.graph.input.name)
+        for layer in layers:
+            _check_name(layer.name)
+            if isinstance(layer, ir.MaxPool2d):
+                raise ValueError(
+                    f"layer {layer.name!r}: the Brian2 engine does not implement the gated spiking max-pool; "
+                    "convert the network with average pooling (AvgPool2d) instead"
+                )
+            if self.graph.neuron_for(layer.name) is None or self.graph.synapse is None:
+                raise ValueError(
+                    "the graph has no neuron/synapse model; convert it first "
+                    "(graph.with_models(neuron=IF(), synapse=Delta()) or `bioconv convert`)"
+                )
+            pre[layer.name] = prev
+            prev = layer.name
+        object.__setattr__(self, "layers", layers)
+        object.__setattr__(self, "pre", pre)
+
+    @property
+    def n_in(self) -> int:
+        return int(np.prod(self.graph.input.shape))
+
+    @property
+    def output(self) -> ir.Layer:
+        return self.layers[-1]
+
+    @property
+    def current(self) -> bool:
+        return self.config.coding == "current"
+
+    def key(self, device: str, extra: Any = None) -> str:
+        """Hash of everything compiled into the network (not the run parameters)."""
+        from brian2 import __version__ as brian_version
+
+        from bioconv.neurons import model_to_dict
+
+        desc = {
+            "brian2": brian_version,
+            "device": device,
+            "batch": self.batch,
+            "signed": self.signed,
+            "config": {k: v for k, v in self.config.to_dict().items() if k != "seed"},
+            "input": [list(self.graph.input.shape), self.graph.input.name],
+            "synapse": model_to_dict(self.graph.synapse),
+            "layers": [_layer_structure(layer, self.graph) for layer in self.graph.layers],
+            "extra": extra,
+        }
+        return hashlib.sha1(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _layer_structure(layer: ir.Layer, graph: ir.Graph) -> dict:
+    from bioconv.neurons import model_to_dict
+
+    out: dict = {"type": type(layer).__name__, "name": layer.name, "in": list(layer.input_shape)}
+    for attr in ("stride", "padding", "kernel_size"):
+        if hasattr(layer, attr):
+            out[attr] = list(getattr(layer, attr))
+    if hasattr(layer, "weight"):
+        out["weight_shape"] = list(layer.weight.shape)
+    if ir.is_spiking(layer):
+        out["neuron"] = model_to_dict(graph.neuron_for(layer.name))
+    return out
+
+
+def _per_neuron(value: Any, shape: tuple) -> np.ndarray:
+    """Scalar, per-channel (C,) or full-shape array → flat float64 per neuron (torch order)."""
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim == 1 and len(shape) == 3 and arr.shape[0] == shape[0]:
+        arr = arr[:, None, None]
+    return np.ascontiguousarray(np.broadcast_to(arr, shape), dtype=np.float64).ravel()
+
+
+def layer_bias(layer: ir.Layer) -> np.ndarray:
+    """Per-neuron bias (flat): bias per channel expanded for Conv2d, 0 for pools."""
+    shape = tuple(layer.output_shape)
+    if isinstance(layer, (ir.Conv2d, ir.Dense)):
+        return _per_neuron(layer.bias, shape)
+    return np.zeros(int(np.prod(shape)))
+
+
+def input_arrays(plan: Plan, images: np.ndarray, first_index: int, graph: Optional[ir.Graph] = None) -> dict[str, np.ndarray]:
+    """The per-batch TimedArray values: ``ta_in`` (spike codings) or ``ta_bias`` (current coding).
+
+    ``images`` may hold fewer than ``plan.batch`` images; the rest is padded (no input spikes,
+    bias only) and its results are dropped by the caller. ``graph`` (default ``plan.graph``)
+    gives layer 1's weights and bias for the current coding.
+    """
+    from bioconv.encoding import input_current, input_rates_hz, spike_trains
+
+    cfg, graph = plan.config, plan.graph if graph is None else graph
+    n = len(images)
+    if n > plan.batch:
+        raise ValueError(f"batch of {n} images exceeds the compiled batch size {plan.batch}")
+    rates, signs = input_rates_hz(images, graph.input)
+    if plan.current:
+        first = graph.layer(plan.layers[0].name)
+        tau_s = float(graph.neuron_for(first.name).tau / _second())
+        bias = np.tile(layer_bias(first), (plan.batch, 1))
+        bias[:n] += tau_s * input_current(rates, signs, first)  # I/τ·τ: current as extra bias
+        return {"ta_bias.values": bias}
+    if (signs < 0).any() and not plan.signed:
+        raise ValueError("images contain negative values but the network was built without signed input")
+    trains = spike_trains(rates, signs, float(cfg.dt / _second()), cfg.n_steps, cfg.coding, cfg.seed, first_index)
+    values = np.zeros((plan.batch * cfg.n_steps, plan.n_in), dtype=np.float64)
+    values[: n * cfg.n_steps] = trains.reshape(n * cfg.n_steps, plan.n_in)
+    return {"ta_in.values": values}
+
+
+def placeholder_inputs(plan: Plan) -> dict[str, np.ndarray]:
+    """Zero TimedArray values of the right shape (what a standalone build compiles in)."""
+    if plan.current:
+        return {"ta_bias.values": np.zeros((plan.batch, int(np.prod(plan.layers[0].output_shape))))}
+    return {"ta_in.values": np.zeros((plan.batch * plan.config.n_steps, plan.n_in))}
+
+
+def _second():
+    from brian2 import second
+
+    return second
+
+
+def parameter_arrays(plan: Plan, graph: Optional[ir.Graph] = None) -> dict[str, np.ndarray]:
+    """Weights, biases and thresholds as run parameters ``"<object>.<var>" -> array``.
+
+    ``graph`` (default ``plan.graph``) may carry new values of the same structure.
+    """
+    graph = plan.graph if graph is None else graph
+    out: dict[str, np.ndarray] = {}
+    for layer in plan.layers:
+        new = graph.layer(layer.name)
+        if type(new) is not type(layer) or tuple(new.output_shape) != tuple(layer.output_shape):
+            raise ValueError(f"layer {layer.name!r} changed structure; build a new Simulator for a new network")
+        if not (plan.current and layer is plan.layers[0]):  # current coding: layer 1 gets input as bias
+            w = layer_weights(new)
+            out[f"{layer.name}_syn.w"] = w
+            if plan.signed and layer is plan.layers[0]:
+                out[f"{layer.name}_syn_neg.w"] = -w
+            out[f"{layer.name}.I_bias"] = layer_bias(new)
+        out[f"{layer.name}.theta"] = _per_neuron(new.threshold, tuple(new.output_shape))
+    return out
+
+
+@dataclass
+class Built:
+    """Brian2 objects of one network and where to read its outputs."""
+
+    net: Any
+    objects: dict  # "<object>" -> Brian2 object (groups, synapses, TimedArrays)
+    outputs: dict  # output name -> (owner object, variable name)
+    n_synapses: int
+    index_seconds: float
+
+
+def build_network(plan: Plan, values: dict[str, np.ndarray]) -> Built:
+    """Create the Brian2 objects of ``plan`` with initial ``values`` (run parameters).
+
+    Must be called with the wanted Brian2 device already selected (:mod:`bioconv.devices`).
+    """
+    import time
+
+    from brian2 import Equations, Network, NeuronGroup, SpikeMonitor, StateMonitor, Synapses, TimedArray
+
+    import bioconv.integration  # noqa: F401  (registers method "exact_affine")
+
+    cfg, graph = plan.config, plan.graph
+    dt, T = cfg.dt, cfg.duration
+    objects: dict[str, Any] = {}
+    outputs: dict[str, tuple] = {}
+    net = Network(name="bioconv_net")
+    if plan.current:
+        ta = TimedArray(values["ta_bias.values"], dt=T, name="ta_bias")
+    else:
+        ta = TimedArray(values["ta_in.values"], dt=dt, name="ta_in")
+        name = graph.input.name
+        objects[name] = NeuronGroup(plan.n_in, "", threshold="ta_in(t, i) > 0.5", reset="", dt=dt,
+                                    name=name, namespace={"ta_in": ta})
+        if plan.signed:
+            objects[name + "_neg"] = NeuronGroup(plan.n_in, "", threshold="ta_in(t, i) < -0.5", reset="",
+                                                 dt=dt, name=name + "_neg", namespace={"ta_in": ta})
+    objects[ta.name] = ta
+    n_syn, index_s = 0, 0.0
+    for layer in plan.layers:
+        neuron = graph.neuron_for(layer.name)
+        n = int(np.prod(layer.output_shape))
+        eqs = neuron.equations() + graph.synapse.post_equations(neuron)
+        eqs = eqs + Equations("spike_count : integer")
+        refractory = neuron.refractory if float(neuron.refractory) > 0 else False
+        group = NeuronGroup(n, eqs, threshold=neuron.threshold, reset=f"{neuron.reset_code}\nspike_count += 1",
+                            refractory=refractory, method=neuron.method, dt=dt, name=layer.name,
+                            namespace={"ta_bias": ta} if plan.current and layer is plan.layers[0] else {})
+        state = list(neuron.state_variables) + [v for v in graph.synapse.state_variables if v in group.variables]
+        # "x = 0*x" keeps the unit of dimensioned states (alpha I_syn, x_syn are in Hz)
+        code = [f"{v} = 0" if group.variables[v].dim.is_dimensionless else f"{v} = 0*{v}" for v in state]
+        if refractory is not False:
+            code.append("lastspike = -1e4*second")
+        if plan.current and layer is plan.layers[0]:
+            code.append("I_bias = ta_bias(t, i)")
+        group.run_regularly("\n".join(code), dt=T, when="start", order=0, name=f"{layer.name}_image_reset")
+        for var in ("I_bias", "theta"):
+            key = f"{layer.name}.{var}"
+            if key in values:
+                setattr(group, var, values[key])
+        objects[layer.name] = group
+        start = time.perf_counter()
+        conn = layer_synapses(layer)
+        index_s += time.perf_counter() - start
+        if not isinstance(conn, Connectivity):
+            raise ValueError(f"layer {layer.name!r}: no weighted synapses for the Brian2 engine")
+        pres = [] if plan.current and layer is plan.layers[0] else [(plan.pre[layer.name], "")]  # current: no input synapses
+        if plan.signed and plan.pre[layer.name] == graph.input.name:
+            pres.append((graph.input.name + "_neg", "_neg"))
+        for pre_name, suffix in pres:
+            sname = f"{layer.name}_syn{suffix}"
+            syn = Synapses(objects[pre_name], group, "w : 1", on_pre=graph.synapse.on_pre(neuron), dt=dt, name=sname)
+            syn.connect(i=conn.i, j=conn.j)
+            syn.w = values.get(f"{sname}.w", 0.0)
+            objects[sname] = syn
+            n_syn += len(conn)
+        outputs[f"count:{layer.name}"] = (
+            StateMonitor(group, "spike_count", record=True, dt=T, when="start", order=-1,
+                         name=f"{layer.name}_count_mon"), "spike_count")
+        outputs[f"final:{layer.name}:spike_count"] = (group, "spike_count")
+        if layer.name in cfg.record_times:
+            outputs[f"spikes_i:{layer.name}"] = (SpikeMonitor(group, record=True, name=f"{layer.name}_spikes"), "i")
+            outputs[f"spikes_t:{layer.name}"] = (outputs[f"spikes_i:{layer.name}"][0], "t")
+    out_group = objects[plan.output.name]
+    outputs["bins"] = (StateMonitor(out_group, "spike_count", record=True, dt=cfg.bin, when="start", order=-1,
+                                    name="out_bin_mon"), "spike_count")
+    if cfg.readout == "voltage":
+        neuron = graph.neuron_for(plan.output.name)
+        var = "u" if neuron.kind == "srm" else neuron.psp_target
+        outputs["vbins"] = (StateMonitor(out_group, var, record=True, dt=cfg.bin, when="start", order=-1,
+                                         name="out_v_mon"), var)
+        for v in neuron.state_variables:
+            outputs[f"final:{plan.output.name}:{v}"] = (out_group, v)
+    for obj in list(objects.values()) + [o for o, _ in outputs.values()]:
+        if not isinstance(obj, TimedArray) and obj not in net.objects:
+            net.add(obj)
+    return Built(net, objects, outputs, n_syn, index_s)

@@ -1,0 +1,364 @@
+r"""Torch engine: a batched, clock-driven mirror of the Brian2 networks.
+
+Every spiking layer of a :class:`~bioconv.ir.Graph` is a batch of neurons (images ×
+neurons) whose synaptic input is computed with weight-shared ``conv2d`` / ``linear`` /
+``avg_pool2d`` (``torch.nn.functional``) instead of explicit synapses. Neuron and synapse
+models, their exact integration and Brian2's schedule order (groups → thresholds →
+synapses → resets) are in :mod:`bioconv.engines.torch_models`, where the formulae and
+the residual float differences to Brian2 are documented.
+
+Timing (the same as Brian2's): the spikes of layer :math:`n` at step :math:`t` (its
+threshold in step :math:`t`) reach layer :math:`n+1` in the synapse slot of step
+:math:`t`, i.e. after layer :math:`n+1`'s own threshold check, so each layer adds one
+step of delay. Input spike train row :math:`t` (:func:`bioconv.encoding.spike_trains`,
+same seed rule, so identical trains in both engines) is delivered to layer 1 at step
+:math:`t` in the same way. Because the network is feed-forward, the engine runs
+*layer by layer over all time steps*: the synaptic drive of a layer for a chunk of steps
+is one batched convolution of the (images × steps) spike maps of the layer below,
+followed by the cheap per-step neuron updates. This is exactly the step-by-step result.
+
+``coding="current"``: no input spikes; layer 1 receives the constant current
+:math:`\sum_i w_{ji}\,\mathrm{sign}(x_i) r_i` (:func:`bioconv.encoding.input_current`),
+added to its bias as :math:`I_\mathrm{bias} + \tau I` (τ the neuron's reference time).
+
+Max pooling is the gated max-pool of :class:`bioconv.connectivity.GatedMaxPool`: each pool
+unit passes (weight 1) a spike of a window member whose spike count equals the window's
+running maximum.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Literal, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from brian2 import ms, second
+from tqdm.auto import tqdm
+
+from bioconv import encoding, ir
+from bioconv.connectivity import layer_synapses
+from bioconv.engines import torch_models as tm
+from bioconv.simulation import SimConfig, SimResult
+
+log = logging.getLogger(__name__)
+
+DType = Literal["float32", "float64"]
+Propagation = Literal["event", "dense"]
+PROPAGATIONS = ("event", "dense")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+CHUNK_ELEMENTS = 1 << 23  # max elements of one drive chunk (images × steps × neurons)
+
+
+@dataclass(frozen=True, eq=False)
+class LayerPlan:
+    """One spiking layer compiled for torch: propagator, constants and its synaptic operator.
+
+    ``targets``/``table`` (event propagation): the outgoing synapses of every presynaptic
+    neuron as a padded table (n_pre, max fan-out) of postsynaptic indices and weights in
+    Brian2's synapse order (padding adds 0.0 to neuron 0, which changes nothing).
+    ``weight`` (dense propagation): conv/dense weight or the pool's scalar weight.
+    All weights are multiplied by the on_pre gain.
+    """
+
+    layer: Any
+    prop: tm.Propagator
+    theta: torch.Tensor  # (1, n)
+    i_bias: torch.Tensor  # (1, n)
+    weight: Optional[torch.Tensor]
+    targets: Optional[torch.Tensor]
+    table: Optional[torch.Tensor]
+    n: int
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+    def drive(self, spikes: torch.Tensor) -> torch.Tensor:
+        """Dense synaptic input (B, Tc, n) from presynaptic spikes (B, Tc, *input_shape) in the compute dtype."""
+        b, tc = spikes.shape[:2]
+        x = spikes.reshape(b * tc, *self.layer.input_shape)
+        layer = self.layer
+        if isinstance(layer, ir.Conv2d):
+            out = F.conv2d(x, self.weight, stride=layer.stride, padding=layer.padding)
+        elif isinstance(layer, ir.Dense):
+            out = F.linear(x, self.weight)
+        elif isinstance(layer, ir.AvgPool2d):
+            # integer spike count per window (exact), times the per-synapse weight
+            out = F.avg_pool2d(x, layer.kernel_size, layer.stride, divisor_override=1) * self.weight
+        else:  # pragma: no cover - MaxPool2d is gated in _run_layer
+            raise AssertionError(type(layer))
+        return out.reshape(b, tc, self.n)
+
+    def events(self, b: torch.Tensor, i: torch.Tensor, sign: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Synaptic events (flat targets into (B, n), weights) of presynaptic spikes (image b, neuron i)."""
+        targets = (self.targets[i] + (b * self.n)[:, None]).reshape(-1)
+        weights = self.table[i]
+        if sign is not None:
+            weights = weights * sign[:, None]
+        return targets, weights.reshape(-1)
+
+
+def _event_table(layer: Any, gain: float, dtype: torch.dtype, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded per-presynaptic-neuron synapse table from :func:`bioconv.connectivity.layer_synapses`."""
+    conn = layer_synapses(layer)
+    order = np.argsort(conn.i, kind="stable")  # Brian2 order: by presynaptic neuron, then synapse index
+    pre, post, w = conn.i[order], conn.j[order], conn.w[order] * gain
+    deg = np.bincount(pre, minlength=conn.n_pre)
+    width = int(deg.max(initial=1))
+    starts = np.concatenate([[0], np.cumsum(deg)[:-1]])
+    col = np.arange(len(pre)) - starts[pre]
+    targets = np.zeros((conn.n_pre, width), dtype=np.int64)
+    table = np.zeros((conn.n_pre, width), dtype=np.float64)
+    targets[pre, col] = post
+    table[pre, col] = w
+    return torch.as_tensor(targets, device=device), torch.as_tensor(table, dtype=dtype, device=device)
+
+
+def _per_neuron(values: Any, shape: tuple[int, ...], dtype: torch.dtype, device: Any) -> torch.Tensor:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim == 1 and len(shape) == 3:
+        arr = arr[:, None, None]
+    arr = np.broadcast_to(arr, shape).reshape(1, -1)
+    return torch.tensor(arr, dtype=dtype, device=device)
+
+
+def compile_graph(
+    graph: ir.Graph, config: SimConfig, dtype: torch.dtype, device: Any, propagation: Propagation = "event"
+) -> list[LayerPlan]:
+    """The per-layer plans of ``graph``; raises ``ValueError`` for missing or unknown models."""
+    if graph.neuron is None and not graph.layer_neurons:
+        raise ValueError("graph has no neuron model; convert it first (graph.with_models(neuron=IF(), synapse=Delta()))")
+    if graph.synapse is None:
+        raise ValueError("graph has no synapse model; use graph.with_models(synapse=bioconv.synapses.Delta())")
+    dt_s = float(config.dt / second)
+    plans = []
+    for layer in graph.spiking_layers:
+        neuron = graph.neuron_for(layer.name)
+        if neuron is None:
+            raise ValueError(f"layer {layer.name!r} has no neuron model; set Graph.neuron or layer_neurons")
+        prop = tm.make_propagator(neuron, graph.synapse, dt_s)
+        shape = tuple(layer.output_shape)
+        n = int(np.prod(shape))
+        weight = targets = table = None
+        if isinstance(layer, ir.MaxPool2d):
+            pass
+        elif propagation == "event":
+            targets, table = _event_table(layer, prop.gain, dtype, device)
+        elif isinstance(layer, (ir.Conv2d, ir.Dense)):
+            weight = torch.as_tensor(np.asarray(layer.weight, np.float64) * prop.gain, dtype=dtype, device=device)
+        elif isinstance(layer, ir.AvgPool2d):
+            w = float(layer.scale) / (layer.kernel_size[0] * layer.kernel_size[1])
+            weight = torch.as_tensor(w * prop.gain, dtype=dtype, device=device)
+        bias = getattr(layer, "bias", None)
+        i_bias = _per_neuron(0.0 if bias is None else bias, shape, dtype, device)
+        theta = _per_neuron(layer.threshold, shape, dtype, device)
+        plans.append(LayerPlan(layer, prop, theta, i_bias, weight, targets, table, n))
+    return plans
+
+
+def _gated_pool(layer: ir.MaxPool2d, spikes: torch.Tensor, counts: torch.Tensor, cmax: torch.Tensor) -> torch.Tensor:
+    """One step of the count-gated max-pool; updates ``counts`` (B,C,H,W) and ``cmax`` (B,n) in place."""
+    (kh, kw), (sh, sw) = layer.kernel_size, layer.stride
+    _, ho, wo = layer.output_shape
+    s = spikes > 0
+    win = lambda a: a.unfold(2, kh, sh).unfold(3, kw, sw)[:, :, :ho, :wo].reshape(a.shape[0], -1, kh * kw)  # noqa: E731
+    passed = (win(s) & (win(counts) == cmax[..., None])).any(-1)
+    cmax += passed
+    counts += s
+    return passed
+
+
+def _run_layer(
+    plan: LayerPlan,
+    pre: torch.Tensor,
+    bias: torch.Tensor,
+    n_steps: int,
+    dtype: torch.dtype,
+    v_steps: Sequence[int] = (),
+) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """Simulate one layer over all steps; ``pre`` holds the presynaptic spikes (B, T, n_pre) (int8, signed for input).
+
+    Returns the bool spikes (B, T, n), the spike counts (B, n) and, if ``v_steps`` is given,
+    the membrane potential (SRM: ``u = psi + r``) after those steps, shape (B, len(v_steps), n).
+    """
+    batch, device = pre.shape[0], pre.device
+    prop = plan.prop
+    state = tm.init_state(prop, (batch, plan.n), dtype, device)
+    bias_terms = tm.bias_terms(prop, bias)
+    spikes = torch.zeros((batch, n_steps, plan.n), dtype=torch.bool, device=device)
+    counts = torch.zeros((batch, plan.n), dtype=torch.int32, device=device)
+    record = {t: k for k, t in enumerate(v_steps)}
+    v_out = torch.zeros((batch, len(v_steps), plan.n), dtype=dtype, device=device) if v_steps else None
+    gated = isinstance(plan.layer, ir.MaxPool2d)
+    if gated:
+        pool_counts = torch.zeros((batch, *plan.layer.input_shape), dtype=torch.int32, device=device)
+        cmax = torch.zeros((batch, plan.n), dtype=torch.int32, device=device)
+    per_step = batch * max(plan.n, pre.shape[-1])
+    chunk = max(1, min(n_steps, CHUNK_ELEMENTS // per_step))
+    signed = pre.dtype != torch.bool
+    for t0 in range(0, n_steps, chunk):
+        t1 = min(n_steps, t0 + chunk)
+        block = pre[:, t0:t1]
+        dense = bounds = None
+        if gated:
+            pass
+        elif plan.targets is None:
+            dense = plan.drive(block.to(dtype))
+        else:
+            ev_t, ev_b, ev_i = torch.nonzero(block.transpose(0, 1), as_tuple=True)  # ordered (t, b, i)
+            ev_sign = None
+            if signed:
+                sign = block[ev_b, ev_t, ev_i]
+                if bool((sign < 0).any()):  # Brian2: the positive pathway's synapses first, then <input>_neg's
+                    order = torch.sort(ev_t * 2 + (sign < 0), stable=True).indices
+                    ev_t, ev_b, ev_i, sign = ev_t[order], ev_b[order], ev_i[order], sign[order]
+                ev_sign = sign.to(dtype)
+            bounds = torch.cumsum(torch.bincount(ev_t, minlength=t1 - t0), 0).tolist()
+        start = 0
+        for t in range(t0, t1):
+            d: tm.Drive = None
+            if gated:
+                passed = _gated_pool(plan.layer, block[:, t - t0].reshape(batch, *plan.layer.input_shape), pool_counts, cmax)
+                if bool(passed.any()):
+                    b_idx, j_idx = torch.nonzero(passed, as_tuple=True)
+                    d = (b_idx * plan.n + j_idx, torch.full(b_idx.shape, prop.gain, dtype=dtype, device=device))
+            elif dense is not None:
+                d = dense[:, t - t0]
+            elif bounds is not None:
+                stop = bounds[t - t0]
+                if stop > start:
+                    sl = slice(start, stop)
+                    d = plan.events(ev_b[sl], ev_i[sl], None if ev_sign is None else ev_sign[sl])
+                start = stop
+            s_t = tm.step(prop, state, bias_terms, plan.theta, d, t)
+            spikes[:, t] = s_t
+            counts += s_t
+            if t in record:
+                v_out[:, record[t]] = state["psi"] + state["r"] if prop.kind == "srm" else state["v"]
+    return spikes, counts, v_out
+
+
+def _first_layer_bias(plans: list[LayerPlan], graph: ir.Graph, rates: np.ndarray, signs: np.ndarray, dtype, device):
+    """Layer-1 bias: ``I_bias`` (1, n), or ``I_bias + tau * sum_i w_ji sign_i r_i`` (B, n) for current input."""
+    first = plans[0]
+    current = encoding.input_current(rates, signs, first.layer)  # Hz, (B, n)
+    tau_s = float(graph.neuron_for(first.name).tau / second)
+    return first.i_bias + torch.as_tensor(current * tau_s, dtype=dtype, device=device)
+
+
+def simulate_batch(
+    graph: ir.Graph,
+    plans: list[LayerPlan],
+    images: np.ndarray,
+    config: SimConfig,
+    dtype: torch.dtype,
+    device: Any,
+    first_index: int = 0,
+) -> tuple[dict[str, np.ndarray], np.ndarray, Optional[np.ndarray], dict[str, tuple], dict[str, float]]:
+    """Run one batch; returns counts, cumulative output counts per bin, output v, spike times, timings."""
+    t_start = time.perf_counter()
+    n_steps, spb = config.n_steps, config.steps_per_bin
+    dt_s, dt_ms = float(config.dt / second), float(config.dt / ms)
+    rates, signs = encoding.input_rates_hz(images, graph.input)
+    trains = encoding.spike_trains(rates, signs, dt_s, n_steps, config.coding, config.seed, first_index)
+    pre = torch.as_tensor(trains, device=device)  # int8 (B, T, n_in)
+    bias0 = _first_layer_bias(plans, graph, rates, signs, dtype, device) if config.coding == "current" else None
+    t_encode = time.perf_counter()
+    counts, spike_times = {}, {}
+    v_steps = list(range(spb - 1, n_steps, spb)) if config.readout == "voltage" else []
+    out_v = None
+    with torch.inference_mode():
+        for k, plan in enumerate(plans):
+            last = k == len(plans) - 1
+            bias = bias0 if (k == 0 and bias0 is not None) else plan.i_bias
+            spikes, n_spikes, v = _run_layer(plan, pre, bias, n_steps, dtype, v_steps if last else ())
+            counts[plan.name] = n_spikes.cpu().numpy().astype(np.int64)
+            if plan.name in config.record_times:
+                img, t, nrn = (a.cpu().numpy() for a in torch.nonzero(spikes, as_tuple=True))
+                spike_times[plan.name] = (img + 0, nrn, t * dt_ms)
+            if last:
+                per_bin = spikes.reshape(spikes.shape[0], config.n_bins, spb, plan.n).sum(2)
+                output_counts = per_bin.cumsum(1).cpu().numpy().astype(np.int64)
+                out_v = None if v is None else v.cpu().numpy().astype(np.float64)
+            pre = spikes
+    timings = {"encode_s": t_encode - t_start, "run_s": time.perf_counter() - t_encode}
+    return counts, output_counts, out_v, spike_times, timings
+
+
+def simulate(
+    graph: ir.Graph,
+    images: np.ndarray,
+    labels: np.ndarray,
+    config: SimConfig,
+    device: str = "cpu",
+    dtype: DType = "float64",
+    batch_size: int = 100,
+    first_index: int = 0,
+    progress: bool = True,
+    propagation: Propagation = "event",
+) -> SimResult:
+    """Simulate ``images`` (N, *graph.input.shape) through ``graph`` in batches; see the module docstring.
+
+    Parameters
+    ----------
+    device : torch device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+    dtype : ``"float64"`` (matches Brian2's spike counts) or ``"float32"`` (faster).
+    batch_size : images simulated together.
+    first_index : dataset index of ``images[0]`` (input spike trains are seeded per index).
+    progress : show a tqdm bar over batches.
+    propagation : ``"event"`` adds every synaptic event to the target state in Brian2's
+        order (``index_add_``; on CPU this reproduces Brian2's float64 sums bit for bit);
+        ``"dense"`` computes the summed input with ``conv2d``/``linear``/``avg_pool2d``
+        per chunk of steps (faster on GPUs and for dense spiking; sums differ in the last bits).
+    """
+    if propagation not in PROPAGATIONS:
+        raise ValueError(f"propagation must be one of {PROPAGATIONS}, got {propagation!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    images = np.asarray(images)
+    labels = np.asarray(labels, dtype=np.int64)
+    if images.ndim != len(graph.input.shape) + 1 or images.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"images must have shape (N, {graph.input.shape}) and labels (N,), got {images.shape} and {labels.shape}"
+        )
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but torch sees no CUDA GPU; use device='cpu'")
+    unknown = set(config.record_times) - {layer.name for layer in graph.spiking_layers}
+    if unknown:
+        raise ValueError(f"config.record_times names unknown layers {sorted(unknown)}")
+    tdtype = DTYPES[dtype]
+    t0 = time.perf_counter()
+    plans = compile_graph(graph, config, tdtype, device, propagation)
+    timings = {"build_s": time.perf_counter() - t0, "encode_s": 0.0, "run_s": 0.0}
+    parts = []
+    starts = range(0, len(images), int(batch_size))
+    for start in tqdm(starts, desc="torch engine", unit="batch", disable=not progress or len(starts) <= 1):
+        stop = min(len(images), start + int(batch_size))
+        parts.append(simulate_batch(graph, plans, images[start:stop], config, tdtype, device, first_index + start))
+        for key, value in parts[-1][4].items():
+            timings[key] += value
+    offsets = np.cumsum([0] + [len(p[1]) for p in parts])
+    spike_times = {}
+    for name in config.record_times:
+        pieces = [p[3][name] for p in parts]
+        spike_times[name] = tuple(
+            np.concatenate([pc[0] + off if k == 0 else pc[k] for pc, off in zip(pieces, offsets)]) for k in range(3)
+        )
+    timings["total_s"] = time.perf_counter() - t0
+    return SimResult(
+        engine="torch",
+        config=config,
+        counts={name: np.concatenate([p[0][name] for p in parts]) for name in parts[0][0]} if parts else {},
+        output_counts=np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, config.n_bins, 0), np.int64),
+        labels=labels,
+        output_v=np.concatenate([p[2] for p in parts]) if parts and parts[0][2] is not None else None,
+        spike_times=spike_times,
+        timings=timings,
+        meta={"device": str(device), "dtype": dtype, "propagation": propagation, "batch_size": int(batch_size), "first_index": int(first_index)},
+    )

@@ -1,0 +1,286 @@
+r"""MCR-Norm (minimum chain rule normalization, seed 000 §5-10 and Appendix B).
+
+Layer by layer, from the input to the output, the weights and bias of layer :math:`n`
+follow the shared rule of :mod:`bioconv.normalize.scaling`,
+
+.. math::
+    \tilde w_n = G_n\frac{\rho_n}{\lambda_n}\frac{\lambda_{n-1}}{\rho_{n-1}}\,w_n, \qquad
+    \tilde b_n = G_n\frac{\rho_n}{\lambda_n}\,b_n,
+
+(seed 000 eq. 4-5 with :math:`g_n/g_{n-1} = G_n` and :math:`\eta_{n-1} = \rho_{n-1}`), and
+the gain :math:`G_n` is found by a bracketing scan (bisection, Appendix B) on a calibration
+set so that the layer's measured maximum firing rate equals its predefined target
+:math:`\rho_n/\tau` (e.g. 200 Hz) within a relative tolerance (default ±2 %). The gain
+compensates firing-rate degeneration (seed 000 §4): with it, every layer fires in the same
+low range. The input maps :math:`(0, \lambda_0)` to :math:`(0, \gamma_0/\tau)` (§10),
+negative inputs by signed spikes.
+
+Rates are *measured*, through a probe callback ``probe(graph, layer) -> rates (n_images,
+n_neurons) in Hz`` (:mod:`bioconv.normalize.probes`), so this works for every neuron and
+synapse model and stays a pure function: statistics and a probe in, a new Graph out.
+
+Options: a robust maximum (``statistic="percentile"``: the p-th percentile of the layer's
+rates instead of the raw max), :math:`\rho_{n-1}` estimated from the measured slope of
+rate·τ against :math:`a_{n-1}/\lambda_{n-1}` (``rho_from_slope``: least squares through the
+origin, :math:`\hat\rho = \lambda\sum r\tau\,a / \sum a^2`), and fine-tuning of the bias
+factor :math:`\eta` (Appendix B) by calibration accuracy (``eta_factors``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import replace
+from typing import Any, Callable, Literal, Mapping, Optional, Sequence
+
+import numpy as np
+from brian2 import Hz, Quantity, ms
+from tqdm.auto import tqdm
+
+from bioconv import ir
+from bioconv.normalize.scaling import (
+    LayerScaling,
+    attach_models,
+    check_rate,
+    normalization_meta,
+    reference_tau_s,
+    rescale,
+)
+from bioconv.normalize.stats import ActivationStats
+
+log = logging.getLogger(__name__)
+
+Probe = Callable[[ir.Graph, str], np.ndarray]
+RateStatistic = Literal["max", "percentile"]
+
+
+def rate_statistic(rates_hz: np.ndarray, statistic: RateStatistic = "max", percentile: float = 99.9) -> float:
+    """The layer's max rate (``max``) or the p-th percentile of all its rates (Hz)."""
+    r = np.asarray(rates_hz, dtype=np.float64)
+    if statistic == "max":
+        return float(r.max())
+    if statistic == "percentile":
+        return float(np.percentile(r, percentile))
+    raise ValueError(f"statistic must be 'max' or 'percentile', got {statistic!r}")
+
+
+def scan_gain(
+    evaluate: Callable[[float], float],
+    target: float,
+    tolerance: float = 0.02,
+    g0: float = 1.0,
+    bounds: tuple[float, float] = (1e-3, 1e4),
+    max_iter: int = 30,
+) -> tuple[float, float, list[tuple[float, float]], bool]:
+    """Find :math:`G` with ``evaluate(G)`` within ``target·(1 ± tolerance)``; evaluate is non-decreasing.
+
+    First the bracket is found by proportional steps (:math:`G \\leftarrow G\\,t/f(G)`,
+    at most ×4 per step); then the bracket :math:`[G_{lo}, G_{hi}]` is bisected in log
+    space, the split point taken from log-linear interpolation but kept inside the middle
+    80 % of the bracket so that it shrinks geometrically. Returns ``(gain, value,
+    history, converged)``; when not converged, the best value seen.
+    """
+    lo: Optional[tuple[float, float]] = None
+    hi: Optional[tuple[float, float]] = None
+    history: list[tuple[float, float]] = []
+    g = float(g0)
+    for _ in range(max_iter):
+        value = float(evaluate(g))
+        history.append((g, value))
+        if abs(value / target - 1.0) <= tolerance:
+            return g, value, history, True
+        if value < target:
+            lo = (g, value) if lo is None or g > lo[0] else lo
+        else:
+            hi = (g, value) if hi is None or g < hi[0] else hi
+        if lo is not None and hi is not None:
+            if hi[0] / lo[0] < 1 + 1e-9:
+                break  # the statistic jumps over the window at this gain
+            a, b = math.log(lo[0]), math.log(hi[0])
+            if lo[1] > 0:
+                frac = (math.log(target) - math.log(lo[1])) / (math.log(hi[1]) - math.log(lo[1]))
+            else:
+                frac = 0.5
+            frac = min(max(frac, 0.1), 0.9)
+            g = math.exp(a + frac * (b - a))
+        elif hi is None:  # too low: step up
+            g = g * (min(target / value, 4.0) * 1.02 if value > 0 else 4.0)
+        else:  # too high: step down
+            g = g * max(target / value, 0.25) * 0.98
+        if not bounds[0] <= g <= bounds[1]:
+            raise ValueError(
+                f"the rate target {target:g} Hz needs a gain outside {bounds} (last rate {value:g} Hz at "
+                f"G = {history[-1][0]:g}); the layer is silent or saturated — check the network or the target"
+            )
+    best = min(history, key=lambda gv: abs(gv[1] / target - 1.0))
+    return best[0], best[1], history, False
+
+
+def _slope_rho(rates_hz: np.ndarray, acts: np.ndarray, lam: float, tau_s: float) -> float:
+    """:math:`\\hat\\rho = \\lambda\\sum r\\tau\\,a/\\sum a^2` (least squares through the origin)."""
+    a = acts.reshape(len(acts), -1)
+    den = float(np.sum(a * a))
+    num = float(np.sum(rates_hz * tau_s * a))
+    if not den > 0 or not num > 0:
+        raise ValueError("cannot estimate the rate slope: the layer has no activity on the calibration set")
+    return lam * num / den
+
+
+def _accuracy(rates_hz: np.ndarray, labels: np.ndarray) -> float:
+    pred = np.where(rates_hz.max(axis=1) > 0, np.argmax(rates_hz, axis=1), -1)
+    return float(np.mean(pred == labels))
+
+
+def mcr_norm(
+    graph: ir.Graph,
+    stats: ActivationStats,
+    probe: Probe,
+    target_rate: Quantity = 200 * Hz,
+    input_rate: Quantity = 400 * Hz,
+    layer_targets: Optional[Mapping[str, Quantity]] = None,
+    neuron: Any = None,
+    synapse: Any = None,
+    dt: Quantity = 1 * ms,
+    tolerance: float = 0.02,
+    statistic: RateStatistic = "max",
+    rate_percentile: float = 99.9,
+    lambda_percentile: Optional[float] = None,
+    rho_from_slope: bool = False,
+    eta_factors: Optional[Sequence[float]] = None,
+    calib_images: Optional[np.ndarray] = None,
+    calib_labels: Optional[np.ndarray] = None,
+    max_iter: int = 30,
+    progress: bool = True,
+    calibration: Optional[Mapping[str, Any]] = None,
+) -> ir.Graph:
+    """MCR-Norm of an ANN graph; see the module docstring for the maths.
+
+    Parameters
+    ----------
+    graph : Graph
+        ANN graph (thresholds 1), e.g. from :func:`bioconv.from_torch.from_torch`.
+    stats : ActivationStats
+        :math:`\\lambda_n` source (max, or ``lambda_percentile``) and :math:`\\lambda_0`.
+    probe : callable ``(graph, layer) -> rates (n_images, n_neurons) Hz``
+        Measures the layer's rates on the calibration images (see :mod:`~bioconv.normalize.probes`).
+    target_rate, input_rate : Quantity
+        Predefined max rate of every layer (:math:`\\rho_n/\\tau`) and of the input (:math:`\\gamma_0/\\tau`).
+    layer_targets : dict layer -> Quantity
+        Per-layer targets overriding ``target_rate``.
+    tolerance : float
+        Relative tolerance of the achieved statistic (0.02 = ±2 %).
+    statistic, rate_percentile
+        ``max`` (raw max rate) or ``percentile`` (robust max) of the layer's rates.
+    rho_from_slope : bool
+        Use the measured rate slope of layer n-1 instead of its target in layer n's weights
+        (needs ``calib_images``: the probe's images, in the same order).
+    eta_factors : sequence of float
+        Bias factors to try after the scan; the one with the best calibration accuracy wins
+        (needs ``calib_labels``; ties go to the factor closest to 1).
+    calibration : dict
+        Calibration-set description stored in the metadata (dataset, n, seed, engine, ...).
+    """
+    if not 0 < tolerance < 1:
+        raise ValueError(f"tolerance must be in (0, 1), got {tolerance}")
+    target_hz = check_rate(target_rate, "target_rate", dt)
+    input_hz = check_rate(input_rate, "input_rate", dt)
+    targets = {k: check_rate(v, f"layer_targets[{k!r}]", dt) for k, v in (layer_targets or {}).items()}
+    unknown = set(targets) - {layer.name for layer in graph.spiking_layers}
+    if unknown:
+        raise ValueError(f"layer_targets names unknown layers {sorted(unknown)}")
+    if rho_from_slope and calib_images is None:
+        raise ValueError("rho_from_slope needs calib_images (the probe's calibration images, same order)")
+    if eta_factors and calib_labels is None:
+        raise ValueError("eta_factors needs calib_labels to pick the factor by calibration accuracy")
+    _check_resolution(probe, statistic, target_hz, targets, tolerance)
+    ann = graph
+    graph = attach_models(graph, neuron, synapse)
+    tau = reference_tau_s(graph)
+    acts = ann.forward(calib_images) if rho_from_slope else {}
+    scan_layers = [l for l in graph.spiking_layers if not isinstance(l, ir.MaxPool2d)]
+    scalings = {
+        l.name: LayerScaling(lam=stats.scale(l.name, lambda_percentile), rho=targets.get(l.name, target_hz) * tau)
+        for l in scan_layers
+    }
+    scans: dict[str, dict[str, Any]] = {}
+    achieved_max: dict[str, float] = {}
+    rho_measured: dict[str, float] = {}
+    prev_rho_w: Optional[float] = None
+    bar = tqdm(scan_layers, desc="MCR scan", unit="layer", disable=not progress)
+    for layer in bar:
+        name = layer.name
+        base = replace(scalings[name], rho_in=prev_rho_w)
+        seen: dict[float, np.ndarray] = {}
+
+        def evaluate(g: float, name: str = name, base: LayerScaling = base) -> float:
+            trial, _ = rescale(graph, {**scalings, name: replace(base, gain=g)}, stats.input_max, input_hz * tau, tau)
+            rates = np.asarray(probe(trial, name), dtype=np.float64)
+            seen[g] = rates
+            return rate_statistic(rates, statistic, rate_percentile)
+
+        target = base.rho / tau
+        gain, value, history, ok = scan_gain(evaluate, target, tolerance, max_iter=max_iter)
+        if not ok:
+            log.warning("layer %s: scan did not reach %g Hz ±%g %% (best %g Hz at G=%g)",
+                        name, target, 100 * tolerance, value, gain)
+        scalings[name] = replace(base, gain=gain)
+        rates = seen[gain]
+        achieved_max[name] = float(rates.max())
+        scans[name] = {"history": [list(h) for h in history], "converged": ok, "achieved_stat_hz": value}
+        bar.set_postfix_str(f"{name}: G={gain:.3g} rate={value:.1f}Hz")
+        if rho_from_slope:
+            rho_measured[name] = _slope_rho(rates, acts[name], scalings[name].lam, tau)
+            prev_rho_w = rho_measured[name]
+        else:
+            prev_rho_w = None
+    eta_search: dict[str, float] = {}
+    if eta_factors:
+        graph_out, scalings, eta_search, achieved_max = _tune_eta(
+            graph, scalings, stats, probe, eta_factors, calib_labels, input_hz * tau, tau, scan_layers, achieved_max
+        )
+    out, factors = rescale(graph, scalings, stats.input_max, input_hz * tau, tau)
+    meta = normalization_meta(
+        "mcr", out, scalings, factors, stats.input_max, input_hz * tau, tau, calibration,
+        statistic=statistic, rate_percentile=rate_percentile if statistic == "percentile" else None,
+        lambda_percentile=lambda_percentile, tolerance=tolerance, rho_from_slope=rho_from_slope,
+        rho_measured=rho_measured, achieved_max_rate_hz=achieved_max, scan=scans, eta_search=eta_search,
+    )
+    return out.with_models(normalization=meta)
+
+
+def _check_resolution(probe: Any, statistic: str, target_hz: float, targets: Mapping[str, float], tol: float) -> None:
+    """With the raw max, rates are multiples of 1/T: the window must hold one of them."""
+    duration_s = getattr(probe, "duration_s", None)
+    if statistic != "max" or duration_s is None:
+        return
+    for t in {target_hz, *targets.values()}:
+        if math.floor(t * (1 + tol) * duration_s + 1e-9) < math.ceil(t * (1 - tol) * duration_s - 1e-9):
+            raise ValueError(
+                f"a {duration_s * 1e3:g} ms calibration run measures rates in steps of {1 / duration_s:g} Hz, "
+                f"too coarse to hit {t:g} Hz ±{100 * tol:g} %; use a longer duration (>= "
+                f"{1 / (2 * tol * t) * 1e3:.0f} ms) or statistic='percentile'"
+            )
+
+
+def _tune_eta(graph, scalings, stats, probe, factors, labels, input_rho, tau, scan_layers, achieved_max):
+    """Try bias factors η on every layer; keep the best calibration accuracy (ties: closest to 1)."""
+    last = scan_layers[-1].name
+    results: dict[str, float] = {}
+    best = (-1.0, 0.0, 1.0)
+    for f in tqdm(list(factors), desc="MCR eta", unit="factor", leave=False):
+        if not f > 0:
+            raise ValueError(f"eta_factors must be > 0, got {f}")
+        trial_s = {k: replace(s, bias_factor=float(f)) for k, s in scalings.items()}
+        trial, _ = rescale(graph, trial_s, stats.input_max, input_rho, tau)
+        acc = _accuracy(np.asarray(probe(trial, last)), np.asarray(labels))
+        results[repr(float(f))] = acc
+        key = (acc, -abs(math.log(f)), f)
+        if key[:2] > best[:2]:
+            best = key
+    f = best[2]
+    scalings = {k: replace(s, bias_factor=float(f)) for k, s in scalings.items()}
+    if f != 1.0:
+        trial, _ = rescale(graph, scalings, stats.input_max, input_rho, tau)
+        achieved_max = {l.name: float(np.max(probe(trial, l.name))) for l in scan_layers}
+    log.info("eta fine-tuning: accuracies %s, chose %g", results, f)
+    return graph, scalings, results, achieved_max

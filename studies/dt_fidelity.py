@@ -1,0 +1,58 @@
+r"""Study 8: the same converted network at dt = 1, 0.1 and 0.01 ms in Brian2.
+
+The network is converted once with MCR-Norm at dt = 1 ms (200 Hz target, standard IF,
+delta synapses) and then simulated by Brian2 at smaller steps (``--quick``: runtime mode,
+numpy target; full: cpp_standalone):
+the neuron equations are integrated exactly, the bias is a current (``I_bias·dt/τ`` per
+step) and input spikes are Bernoulli with ``p = rate·dt``, so dt → 0 approaches the
+continuous-time network. Does the conversion survive leaving the discrete-time
+idealization (one spike per layer per step, one step of delay per layer)?
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from studies import common
+
+NAME = "dt_fidelity"
+FIXED_ENGINE = "brian2"
+DTS_MS = (1.0, 0.1, 0.01)
+
+
+def grid(quick: bool = False) -> list[dict]:
+    n, dur, device = (5, 30.0, "runtime") if quick else (50, 100.0, "cpp")
+    return [common.net_config(NAME, quick, method="mcr", rate_hz=200.0, neuron="IF-zero", synapse="delta",
+                              engine="brian2", device=device, sim_dt_ms=dt, n_images=n, duration_ms=dur)
+            for dt in DTS_MS]
+
+
+def run_one(cfg: dict) -> pd.DataFrame:
+    return common.run_network(cfg)[0]
+
+
+def plot(table: pd.DataFrame, outdir) -> list:
+    from bioconv.plotting import figure, save_figure
+
+    fig, axes = figure(ncols=2, height=2.4)
+    time_rows = table[table.kind == "time"]
+    ax = axes[0][0]
+    for dt, g in time_rows.groupby("sim_dt_ms"):
+        ax.plot(g.t_ms, 100 * g.accuracy, label=f"dt = {dt:g} ms")
+    ax.set_xlabel("simulated time (ms)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("(a) accuracy vs time, Brian2")
+    ax.legend(loc="lower right")
+    layers = table[(table.kind == "layer") & (table.layer != "input")]
+    rates = layers.groupby(["sim_dt_ms", "layer"], sort=False).mean_rate_hz.mean().reset_index()
+    ax = axes[0][1]
+    for dt, g in rates.groupby("sim_dt_ms"):
+        ax.plot(range(len(g)), g.mean_rate_hz, marker="o", label=f"dt = {dt:g} ms")
+        ax.set_xticks(range(len(g)), g.layer, rotation=45)
+    ax.set_ylabel("mean rate (Hz)")
+    ax.set_title("(b) mean rate per layer")
+    summary = layers.groupby("sim_dt_ms")[["snn_accuracy", "ann_accuracy", "latency_ms", "spikes_per_image",
+                                            "synops_per_image", "n_images", "duration_ms"]].first().reset_index()
+    data = pd.concat([time_rows.assign(part="time")[["part", "sim_dt_ms", "t_ms", "accuracy"]],
+                      rates.assign(part="rate"), summary.assign(part="summary")], ignore_index=True)
+    return save_figure(fig, data, outdir, "fig8_dt_fidelity")

@@ -1,0 +1,190 @@
+"""Study infrastructure (cached sweeps, resume, executors, figures) and every study's --quick run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bioconv.sweep import ResultCache, config_hash, run_sweep
+
+
+def _toy_run(cfg: dict) -> pd.DataFrame:
+    """A deterministic toy study; logs each call to ``cfg['log']`` and fails on ``cfg['fail']``."""
+    if cfg.get("log"):
+        with open(cfg["log"], "a") as fh:
+            fh.write(f"{cfg['x']}\n")
+    if cfg.get("fail") == cfg["x"]:
+        raise RuntimeError(f"simulated crash at x={cfg['x']}")
+    rng = np.random.default_rng([cfg["seed"], cfg["x"]])
+    return pd.DataFrame({"sample": np.arange(3), "layer": "l1", "value": rng.normal(size=3) + cfg["x"]})
+
+
+def _grid(tmp_path: Path, n: int = 4, **extra) -> list[dict]:
+    return [{"x": x, "seed": 7, "log": str(tmp_path / "calls.log"), **extra} for x in range(n)]
+
+
+def _calls(tmp_path: Path) -> list[int]:
+    path = tmp_path / "calls.log"
+    return [int(line) for line in path.read_text().split()] if path.exists() else []
+
+
+def test_config_hash_is_canonical():
+    assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
+    assert config_hash({"a": 1}) != config_hash({"a": 2})
+    with pytest.raises(ValueError, match="JSON"):
+        config_hash({"a": object()})
+
+
+def test_cache_hit_skips_recompute(tmp_path):
+    first = run_sweep("toy", _grid(tmp_path), _toy_run, tmp_path / "out", progress=False)
+    assert sorted(_calls(tmp_path)) == [0, 1, 2, 3]
+    again = run_sweep("toy", _grid(tmp_path), _toy_run, tmp_path / "out", progress=False)
+    assert sorted(_calls(tmp_path)) == [0, 1, 2, 3]  # nothing recomputed
+    pd.testing.assert_frame_equal(first, again)
+    more = run_sweep("toy", _grid(tmp_path, 5), _toy_run, tmp_path / "out", progress=False)
+    assert sorted(_calls(tmp_path)) == [0, 1, 2, 3, 4]  # only the new config ran
+    assert len(more) == 15 and set(more.x) == {0, 1, 2, 3, 4}
+    meta = json.loads(ResultCache(tmp_path / "out", "toy").paths(_grid(tmp_path)[0])[1].read_text())
+    assert meta["config"]["x"] == 0 and meta["seed"] == 7 and "git_commit" in meta and "versions" in meta
+    assert "git_dirty" in meta and meta["versions"]["pandas"] == pd.__version__
+
+
+def test_killed_sweep_resumes_without_corruption(tmp_path):
+    crashing = _grid(tmp_path, 5, fail=2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_sweep("toy", crashing, _toy_run, tmp_path / "out", progress=False)
+    folder = tmp_path / "out" / "toy"
+    assert not list(folder.glob("*.tmp")), "no temporary files may be left behind"
+    assert len(list(folder.glob("*.parquet"))) == 2 and len(list(folder.glob("*.json"))) == 2
+    # a half-written result (parquet without its JSON) counts as missing and is redone
+    cache = ResultCache(tmp_path / "out", "toy")
+    cache.paths(crashing[1])[1].unlink()
+    fixed = [{**c, "fail": None} for c in crashing]
+    # the 'fail' key changes the hash, so resume with the original configs and a fixed function
+    table = run_sweep("toy", crashing, _fixed_run, tmp_path / "out", progress=False)
+    assert sorted(_calls(tmp_path)) == [0, 1, 1, 2, 2, 3, 4]  # 0 kept; 1 redone; 2-4 run once more
+    ref = run_sweep("ref", fixed, _toy_run, tmp_path / "ref", progress=False)
+    np.testing.assert_array_equal(table.value.to_numpy(), ref.value.to_numpy())
+
+
+def _fixed_run(cfg: dict) -> pd.DataFrame:
+    return _toy_run({**cfg, "fail": None})
+
+
+def test_rerun_is_bit_identical_with_same_seed(tmp_path):
+    from studies import response_curves
+
+    cfg = {**response_curves.grid(quick=True)[1], "n_points": 11, "duration_ms": 60.0}
+    a = run_sweep("rc", [cfg], response_curves.run_one, tmp_path / "a", progress=False)
+    b = run_sweep("rc", [cfg], response_curves.run_one, tmp_path / "b", progress=False)
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert cfg["sigma"] > 0 and a.rate_hz.sum() > 0  # noisy drive: the seed matters
+    c = run_sweep("rc", [{**cfg, "seed": 1}], response_curves.run_one, tmp_path / "c", progress=False)
+    assert not np.array_equal(a.rate_hz.to_numpy(), c.rate_hz.to_numpy())
+
+
+def test_process_pool_matches_serial(tmp_path):
+    serial = run_sweep("toy", _grid(tmp_path), _toy_run, tmp_path / "s", progress=False)
+    pooled = run_sweep("toy", _grid(tmp_path), _toy_run, tmp_path / "p", workers=2, progress=False)
+    pd.testing.assert_frame_equal(serial, pooled, check_exact=True)
+
+
+def test_dask_local_cluster_on_loopback(tmp_path):
+    pytest.importorskip("distributed", reason="dask executor needs distributed (pip install -e '.[dask]')")
+    serial = run_sweep("toy", _grid(tmp_path), _toy_run, tmp_path / "s", progress=False)
+    dasked = run_sweep("toy", _grid(tmp_path), _toy_run, tmp_path / "d", executor="dask", workers=1, progress=False)
+    pd.testing.assert_frame_equal(serial, dasked, check_exact=True)
+    assert len(list((tmp_path / "d" / "toy").glob("*.json"))) == 4
+
+
+def test_bad_executor_and_bad_result(tmp_path):
+    with pytest.raises(ValueError, match="executor"):
+        run_sweep("toy", _grid(tmp_path), _toy_run, tmp_path, executor="mpi", progress=False)
+    with pytest.raises(ValueError, match="DataFrame"):
+        run_sweep("toy", _grid(tmp_path, 1), _not_a_table, tmp_path, progress=False)
+
+
+def _not_a_table(cfg: dict):
+    return [1, 2, 3]
+
+
+def test_latency_definition():
+    from studies.common import latency_ms
+
+    t = np.arange(1.0, 7.0)
+    assert latency_ms(t, np.array([0.1, 0.5, 0.99, 0.97, 0.99, 0.99])) == 5.0
+    assert latency_ms(t, np.array([0.1, 0.5, 0.99, 0.9895, 0.99, 0.99])) == 3.0  # within 0.1 %
+    assert latency_ms(t, np.full(6, 0.9)) == 1.0
+
+
+def test_response_curve_if_subtract_is_relu():
+    """Constant drive through a delta synapse: IF-sub fires exactly at x/τ, IF-zero below it."""
+    from studies import response_curves
+
+    base = {**response_curves.grid(quick=True)[0], "n_points": 5, "duration_ms": 120.0}
+    sub = response_curves.run_one({**base, "neuron": "IF-sub"})
+    zero = response_curves.run_one({**base, "neuron": "IF-zero"})
+    np.testing.assert_allclose(sub.rate_hz, sub.relu_hz, atol=1000 / 100 + 1e-9)  # one spike in 100 ms
+    assert np.all(zero.rate_hz.to_numpy()[1:] < zero.relu_hz.to_numpy()[1:])  # the IF-zero gap
+    lif = response_curves.lif_analytic_hz(np.array([0.0, 0.05, 0.5]))
+    assert lif[0] == 0 and lif[1] == 0 and lif[2] == pytest.approx(1000 / (20 * np.log(10 / 9)))
+
+
+def test_response_curves_quick_writes_figure(tmp_path):
+    from bioconv.commands.study import run_study
+
+    paths = run_study("response_curves", quick=True, out=tmp_path / "out", figures=tmp_path / "fig")
+    names = {p.name for p in paths}
+    assert {"fig1_response_curves.pdf", "fig1_response_curves.png", "fig1_response_curves.csv"} <= names
+    assert (tmp_path / "fig" / "fig1_response_curves.pdf").read_bytes()[:4] == b"%PDF"
+    data = pd.read_csv(tmp_path / "fig" / "fig1_response_curves.csv")
+    assert set(data.drive) == {"current", "noise"} and data.rate_hz.max() > 0
+    assert (tmp_path / "out" / "response_curves-quick.parquet").exists()
+
+
+NETWORK_STUDIES = ["rate_degeneration", "norm_comparison", "rate_range", "convergence",
+                   "accuracy_table", "neuron_models", "dt_fidelity"]
+
+
+@pytest.fixture(scope="module")
+def quick_env(tmp_path_factory, mnist_dir):
+    """One result folder for all network studies (shared conversion cache) and the quick
+    ``tiny`` checkpoint trained on the fly, as on a fresh CI machine."""
+    import os
+
+    out = tmp_path_factory.mktemp("studies")
+    old = os.environ.get("BIOCONV_STUDY_CACHE")
+    os.environ["BIOCONV_STUDY_CACHE"] = str(out / "_cache")
+    from studies.common import quick_checkpoint
+
+    ckpt = quick_checkpoint("mnist")
+    yield out, ckpt
+    for key in ("BIOCONV_STUDY_CKPT",):
+        os.environ.pop(key, None)
+    if old is None:
+        os.environ.pop("BIOCONV_STUDY_CACHE", None)
+    else:
+        os.environ["BIOCONV_STUDY_CACHE"] = old
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NETWORK_STUDIES)
+def test_network_study_quick_end_to_end(name, quick_env):
+    from bioconv.commands.study import run_study
+
+    out, ckpt = quick_env
+    paths = run_study(name, quick=True, ckpt=str(ckpt), out=out, figures=out / "fig")
+    exts = {p.suffix for p in paths}
+    assert {".pdf", ".png", ".csv"} <= exts, paths
+    for p in paths:
+        assert p.exists() and p.stat().st_size > 0
+    table = pd.read_parquet(out / f"{name}-quick.parquet")
+    assert len(table) > 0 and "config_hash" in table
+    layer_rows = table[table.kind == "layer"]
+    assert layer_rows.snn_accuracy.between(0, 1).all() and (layer_rows.spikes_per_image > 0).all()
+    assert (layer_rows.synops_per_image > layer_rows.spikes_per_image).all()
+    assert set(table.ckpt) == {str(ckpt)} or all(str(ckpt).endswith(c) for c in set(table.ckpt))
