@@ -248,3 +248,17 @@ def check(model: nn.Module, graph: ir.Graph, n: int = 2, seed: int = 0, rtol: fl
         raise ValueError(f"the converted graph differs from the torch model by {diff:.3g} (max abs); the model's "
                          "forward does something the converter did not see")
     return diff
+
+
+def from_checkpoint(path, rate_scale: float = 1000.0, verify: bool = True) -> ir.Graph:
+    """Load a ``bioconv train`` checkpoint and convert it; the Graph's ``meta`` records its origin.
+
+    ``meta`` gets ``checkpoint`` (path), ``spec``, ``arch``, ``dataset``,
+    ``preprocessing`` and ``ann_test_accuracy`` from the checkpoint metadata.
+    """
+    from bioconv.ann import load_checkpoint
+
+    model, ckpt = load_checkpoint(path)
+    info = {"checkpoint": str(path), "spec": ckpt["spec"], "arch": ckpt["arch"], "dataset": ckpt["dataset"],
+            "preprocessing": ckpt.get("preprocessing", {}), "ann_test_accuracy": ckpt.get("test_accuracy")}
+    return from_torch(model, tuple(ckpt["input_shape"]), rate_scale=rate_scale, verify=verify, meta=info)

@@ -21,7 +21,10 @@ Shape = tuple[int, ...]
 
 
 def _pair(value: int | tuple[int, int], what: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    try:
+        pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    except TypeError:
+        pair = ()
     if len(pair) != 2 or any(int(p) != p for p in pair):
         raise ValueError(f"{what} must be an int or a pair of ints, got {value!r}")
     return int(pair[0]), int(pair[1])

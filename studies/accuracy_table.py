@@ -79,6 +79,7 @@ def to_latex(t3: pd.DataFrame) -> str:
     """LaTeX tabular (booktabs) of :func:`table3`."""
     cols = [c for c in t3.columns if c not in ("Images",)]
     fmt = {c: (lambda v: f"{v:.2f}") for c in cols if "(%)" in c or c == "Latency (ms)"}
+    fmt["Target rate (Hz)"] = lambda v: f"{v:.0f}"
     fmt.update({c: (lambda v: f"{v:.3g}") for c in ("Spikes/image", "SynOps/image", "Energy/image (α)")})
     body = t3[cols].to_latex(index=False, formatters=fmt, escape=True)
     body = body.replace("α", r"$\alpha$")

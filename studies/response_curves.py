@@ -6,9 +6,12 @@ weight is redrawn each step as
 
 .. math:: w = x\,\frac{dt}{\tau} + \sigma\sqrt{\frac{dt}{\tau}}\;\xi,\qquad \xi\sim\mathcal N(0, 1),
 
-so ``sigma = 0`` is a constant current (Fig. 1a, stepped) and ``sigma > 0`` a Gaussian-noise
-current (Fig. 1b, smoothed). With delta synapses the charge jumps straight into ``v``; with
-alpha synapses it is filtered by the alpha PSC of unit charge. The target response is ReLU,
+with ``sigma > 0``: a Gaussian-noise current (Fig. 1b, smoothed). With delta synapses the
+charge jumps straight into ``v`` (and, as in the network, charge arriving in the step in
+which the neuron fires is erased by a reset to zero: Brian2's schedule is threshold →
+synapses → reset); with alpha synapses it is filtered by the alpha PSC of unit charge.
+The constant current of Fig. 1a (stepped) is the bias current ``I_bias = x`` itself
+(``synapse = "none"``). The target response is ReLU,
 :math:`r = x/\tau`. The analytic LIF curve (reset to zero, no refractory period) is
 
 .. math:: r = \left[\tau_m \ln\frac{x\tau_m/\tau}{x\tau_m/\tau - \theta}\right]^{-1}
@@ -32,14 +35,20 @@ NEURONS = {
 }
 
 
+COLORS = {"IF-zero": "C0", "IF-sub": "C1", "LIF": "C2", "SRM": "C3"}
+
+
 def grid(quick: bool = False) -> list[dict]:
-    """Neuron × synapse × input kind (SRM only with delta: its kernel is its synapse)."""
+    """Constant current (synapse "none") per neuron; noise through delta and alpha synapses
+    (SRM only with delta: its kernel is its synapse)."""
     configs = []
     for neuron in NEURONS:
-        for synapse in ("delta", "alpha"):
+        for synapse in ("none", "delta", "alpha"):
             if neuron == "SRM" and synapse == "alpha":
                 continue
             for drive, sigma in (("current", 0.0), ("noise", 0.5)):
+                if (drive == "current") != (synapse == "none"):
+                    continue
                 configs.append({
                     "study": NAME, "neuron": neuron, "synapse": synapse, "drive": drive, "sigma": sigma,
                     "x_max": 1.0, "n_points": 41 if quick else 201, "trials": 1 if quick else 5,
@@ -54,7 +63,7 @@ def make_models(neuron: str, synapse: str):
     from bioconv.synapses import make_synapse
 
     kind, params = NEURONS[neuron]
-    return make_neuron(kind, **_unit_kwargs(params)), make_synapse(synapse)
+    return make_neuron(kind, **_unit_kwargs(params)), make_synapse("delta" if synapse == "none" else synapse)
 
 
 def _unit_kwargs(params: dict) -> dict:
@@ -90,13 +99,14 @@ def run_one(cfg: dict) -> pd.DataFrame:
     group = b2.NeuronGroup(n, eqs, threshold=neuron.threshold, reset=neuron.reset_code,
                            method=neuron.method, dt=dt, name="neuron", **kw)
     group.theta = 1.0
-    group.I_bias = 0.0
+    direct = cfg["synapse"] == "none"  # constant current: the bias current I_bias, no synapse
+    group.I_bias = xs if direct else 0.0
     source = b2.NeuronGroup(n, "", threshold="True", reset="", dt=dt, name="drive")
     syn = b2.Synapses(source, group, "w : 1\nmu : 1 (constant)\nsigma_w : 1 (constant)",
                       on_pre=synapse.on_pre(neuron), dt=dt, name="synapses")
     syn.connect(j="i")
     step = cfg["dt_ms"] / float(neuron.tau / ms)
-    syn.mu = xs * step
+    syn.mu = 0.0 if direct else xs * step
     syn.sigma_w = cfg["sigma"] * np.sqrt(step)
     syn.run_regularly("w = mu + sigma_w*randn()", dt=dt, when="before_synapses", name="redraw")
     mon = b2.SpikeMonitor(group, name="spikes")
@@ -131,13 +141,15 @@ def plot(table: pd.DataFrame, outdir) -> list:
         ref = sub.drop_duplicates("x")
         ax.plot(ref.x, ref.relu_hz, color="k", lw=1.6, label="ReLU")
         for (neuron, synapse), g in sub.groupby(["neuron", "synapse"], sort=False):
-            ls = "-" if synapse == "delta" else "--"
-            ax.plot(g.x, g.rate_hz, ls=ls, label=f"{neuron}, {synapse}")
+            ls = "--" if synapse == "alpha" else "-"
+            ax.plot(g.x, g.rate_hz, ls=ls, color=COLORS[neuron],
+                    label=neuron if synapse == "none" else f"{neuron}, {synapse}")
         lif = sub[sub.neuron == "LIF"].drop_duplicates("x")
         if drive == "current" and len(lif):
             ax.plot(lif.x, lif.analytic_hz, color="0.5", ls=":", lw=1.0, label="LIF analytic")
         ax.set_title(title)
         ax.set_xlabel("input drive x (θ per τ = 1 ms)")
     axes[0][0].set_ylabel("output rate (Hz)")
-    axes[0][1].legend(loc="upper left", ncol=1)
+    for ax in axes[0]:
+        ax.legend(loc="upper left", ncol=1)
     return save_figure(fig, data, outdir, "fig1_response_curves")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -272,3 +269,19 @@ def test_cli_help_lists_every_option(capsys):
             for opt in action.option_strings:
                 assert opt in text
             assert action.help, f"{name} {action.dest} has no help"
+
+
+def test_init_weights_and_cli_shape_error(tmp_path, capsys, mnist_dir):
+    from bioconv.ann.train import init_weights
+
+    model = build_model("tiny", (1, 8, 8), 10)
+    with pytest.raises(ValueError, match="init must be"):
+        init_weights(model, 0, "xavier")
+    init_weights(model, 0, "he")
+    w = model.fc1.weight.detach()
+    assert abs(float(w.std()) - (2 / 32) ** 0.5) < 0.05 and float(model.fc1.bias.abs().max()) == 0.0
+    meta = {"spec": "4c3-p2-8c3-p2-10FC", "arch": "tiny", "dataset": "mnist", "input_shape": [1, 8, 8],
+            "n_classes": 10}
+    path = save_checkpoint(model, meta, tmp_path / "wrong.pt")
+    assert cli.main(["evaluate", str(path), "--max-images", "10"]) == 2
+    assert "dataset input (1, 28, 28) != checkpoint input (1, 8, 8)" in capsys.readouterr().err

@@ -204,6 +204,8 @@ def test_standalone_new_parameters_without_recompile(cpp_sim, images):
         np.testing.assert_array_equal(sa.counts[name], rt.counts[name], err_msg=name)
     old = engine.simulate(g, x, y, CFG)
     assert not np.array_equal(old.counts["fc"], sa.counts["fc"])
+    with pytest.raises(ValueError, match="structure or neuron model"):
+        cpp_sim.run(x, y, graph=g.with_models(neuron=IF(tau=2 * ms)))  # tau is compiled in
     # a new Simulator for the same structure reuses the compiled binary
     reused = engine.Simulator(tiny_graph(), CFG, device="cpp", batch_size=3)
     res = reused.run(x, y)

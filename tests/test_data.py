@@ -302,3 +302,23 @@ def test_bad_names_and_shapes():
         load_dataset("digits", "validation")
     with pytest.raises(ValueError, match="images must be"):
         data.Dataset(images=np.zeros((3, 4)), labels=np.zeros(3, np.int64), name="x")
+
+
+def test_more_reader_errors(tmp_path, monkeypatch):
+    write_idx(tmp_path / "img", np.zeros((3, 28, 28), np.uint8), gz=False)
+    write_idx(tmp_path / "lab", np.zeros(4, np.uint8), gz=False)
+    with pytest.raises(ValueError, match="MNIST files disagree"):
+        readers.read_mnist(tmp_path / "img", tmp_path / "lab")
+    with open(tmp_path / "list_batch", "wb") as fh:
+        pickle.dump([1, 2, 3], fh)
+    with pytest.raises(ValueError, match="pickled dict"):
+        readers.read_cifar_batch(tmp_path / "list_batch")
+    with open(tmp_path / "nokeys_batch", "wb") as fh:
+        pickle.dump({b"pixels": 1}, fh)
+    with pytest.raises(ValueError, match="lacks b'data'"):
+        readers.read_cifar_batch(tmp_path / "nokeys_batch")
+    with pytest.raises(ValueError, match="unknown dataset"):
+        data.preprocessing("svhn")
+    monkeypatch.setattr(readers.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="scikit-learn"):
+        load_dataset("digits", "test")

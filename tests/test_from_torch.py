@@ -105,7 +105,7 @@ def test_accepted_variants(rng):
     assert graph.layer("conv2").stride == (2, 2) and graph.layer("pool1").stride == (1, 1)
     x = rng.uniform(0, 1, (2, 1, 7, 7))
     with torch.no_grad():
-        logits = model[:-1].double()(torch.from_numpy(x)).numpy()
+        logits = model[:-1].eval().double()(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(graph.forward(x)["fc1"], logits, rtol=1e-10)
 
 
@@ -161,6 +161,13 @@ def _conv_head(*middle, c=2):
     (_conv_head(nn.ReLU(), nn.AvgPool2d(2)), (1, 4, 4), "must end with a Conv2d or Linear"),
     (_conv_head(nn.ReLU(), nn.Flatten(start_dim=2), nn.Linear(16, 2)), (1, 4, 4), "start_dim=1"),
     (nn.Sequential(), (1, 4, 4), "no layers"),
+    (_conv_head(nn.ReLU(), nn.Conv2d(2, 2, 2, padding="same"), nn.ReLU(), nn.Flatten(), nn.Linear(32, 2)),
+     (1, 4, 4), "even kernel"),
+    (nn.Sequential(nn.Flatten(), nn.Conv2d(1, 2, 3)), (1, 4, 4), r"needs a \(C, H, W\) input"),
+    (nn.Sequential(nn.Flatten(), nn.AvgPool2d(2), nn.Linear(8, 2)), (1, 4, 4), r"needs a \(C, H, W\) input"),
+    (_conv_head(nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(32, 2)), (1, 4, 4), "has 3 features"),
+    (_conv_head(nn.ReLU(), nn.AvgPool2d(2, divisor_override=3), nn.Flatten(), nn.Linear(8, 2)), (1, 4, 4),
+     "divisor_override"),
 ])
 def test_refusals(model, shape, match):
     with pytest.raises(ValueError, match=match):
@@ -191,3 +198,19 @@ def test_graph_layers_are_ir(bn_model):
     graph = from_torch(bn_model, (2, 12, 12))
     assert isinstance(graph, ir.Graph) and all(isinstance(l, (ir.Conv2d, ir.Dense, ir.AvgPool2d, ir.MaxPool2d,
                                                               ir.Flatten)) for l in graph.layers)
+
+
+def test_from_checkpoint(tmp_path, rng):
+    from bioconv.ann import save_checkpoint
+    from bioconv.from_torch import from_checkpoint
+
+    torch.manual_seed(4)
+    model = randomize_bn(build_model("8x8-4c3BN-p2-10FC", n_classes=10))
+    meta = {"spec": "8x8-4c3BN-p2-10FC", "arch": "custom", "dataset": "digits", "input_shape": [1, 8, 8],
+            "n_classes": 10, "test_accuracy": 0.5, "preprocessing": {"scale": "value/16"}}
+    path = save_checkpoint(model, meta, tmp_path / "m.pt")
+    graph = from_checkpoint(path, rate_scale=200.0)
+    assert graph.input.rate_scale == 200.0 and graph.meta["dataset"] == "digits"
+    assert graph.meta["ann_test_accuracy"] == 0.5 and graph.meta["bn_folded"] == ["conv1"]
+    x = rng.uniform(0, 1, (2, 1, 8, 8))
+    np.testing.assert_allclose(graph.forward(x)["fc1"], torch_out(model, x, double=True), rtol=1e-9, atol=1e-12)

@@ -134,11 +134,13 @@ def test_response_curve_if_subtract_is_relu():
     assert lif[0] == 0 and lif[1] == 0 and lif[2] == pytest.approx(1000 / (20 * np.log(10 / 9)))
 
 
+@pytest.mark.slow
 def test_response_curves_quick_writes_figure(tmp_path):
-    from bioconv.commands.study import run_study
+    from bioconv.cli import main
 
-    paths = run_study("response_curves", quick=True, out=tmp_path / "out", figures=tmp_path / "fig")
-    names = {p.name for p in paths}
+    assert main(["study", "response_curves", "--quick", "--out", str(tmp_path / "out"),
+                 "--figures", str(tmp_path / "fig")]) == 0
+    names = {p.name for p in (tmp_path / "fig").iterdir()}
     assert {"fig1_response_curves.pdf", "fig1_response_curves.png", "fig1_response_curves.csv"} <= names
     assert (tmp_path / "fig" / "fig1_response_curves.pdf").read_bytes()[:4] == b"%PDF"
     data = pd.read_csv(tmp_path / "fig" / "fig1_response_curves.csv")
@@ -188,3 +190,20 @@ def test_network_study_quick_end_to_end(name, quick_env):
     assert layer_rows.snn_accuracy.between(0, 1).all() and (layer_rows.spikes_per_image > 0).all()
     assert (layer_rows.synops_per_image > layer_rows.spikes_per_image).all()
     assert set(table.ckpt) == {str(ckpt)} or all(str(ckpt).endswith(c) for c in set(table.ckpt))
+
+
+@pytest.mark.slow
+def test_network_run_one_is_bit_identical(quick_env):
+    """Same config, same seed → the same table, bit for bit (conversion cached, simulation redone)."""
+    import os
+
+    from studies import convergence
+
+    out, ckpt = quick_env
+    os.environ["BIOCONV_STUDY_CKPT"] = str(ckpt)
+    cfg = {**convergence.grid(quick=True)[1], "n_images": 20, "duration_ms": 50.0}
+    a = convergence.run_one(cfg)
+    b = convergence.run_one(cfg)
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    c = convergence.run_one({**cfg, "seed": 3})
+    assert not np.array_equal(a.spikes.to_numpy(), c.spikes.to_numpy())

@@ -64,6 +64,7 @@ def save_checkpoint(model: torch.nn.Module, meta: Mapping[str, Any], path: str |
     os.close(fd)
     try:
         torch.save({"format": FORMAT, "version": FORMAT_VERSION, "state_dict": state, "meta": meta}, tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -95,3 +96,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> tuple
     except RuntimeError as exc:
         raise ValueError(f"{path}: weights do not fit spec {meta['spec']!r} ({exc})") from exc
     return model.eval(), meta
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -14,6 +14,7 @@ of 200 Hz, so the network spikes at plausible rates.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -132,7 +133,7 @@ def main(args: argparse.Namespace) -> int:
     index_s = time.perf_counter() - start
     print(f"index build: {index_s:.2f} s, {n_syn / index_s / 1e6:.1f} M synapses/s")
 
-    sim = Simulator(graph, config, device="cpp", workers=1, batch_size=min(50, len(ds)))
+    sim = Simulator(graph, config, device="cpp", workers=1, batch_size=min(50, len(ds)), profile=True)
     start = time.perf_counter()
     sim.run(ds.images[:1], ds.labels[:1])
     first_s = time.perf_counter() - start
@@ -149,15 +150,33 @@ def main(args: argparse.Namespace) -> int:
         sim.workers = workers
         res = sim.run(ds.images, ds.labels, progress=True)
         per_image[workers] = res.timings["run_s"] / len(ds)
-        print(f"{workers} worker(s): {per_image[workers] * 1e3:.1f} ms/image, {1 / per_image[workers]:.1f} images/s "
-              f"(binary time {res.timings['binary_s']:.1f} s for {len(ds)} images)")
+        t = res.timings
+        print(f"{workers} worker(s): {per_image[workers] * 1e3:.1f} ms/image, {1 / per_image[workers]:.1f} images/s wall; "
+              f"binaries: {t['binary_s']:.1f} s wall, {t['binary_cpu_s']:.1f} s CPU "
+              f"({t['binary_cpu_s'] / len(ds) * 1e3:.1f} ms CPU/image), simulation loop {t['network_s']:.1f} s")
         if workers == 1:
             result = res
     if max(worker_list) > 1:
         print(f"speed-up with {max(worker_list)} workers: {per_image[1] / per_image[max(worker_list)]:.2f}x")
     events = synaptic_events(graph, result, ds.images, config)
-    print(f"synaptic events: {events / len(ds):,.0f} per image, "
-          f"{events / result.timings['binary_s'] / 1e6:.1f} M events/s per core (1 worker, binary time)")
+    t = result.timings
+    print(f"synaptic events: {events / len(ds):,.0f} per image; {events / t['binary_cpu_s'] / 1e6:.1f} M events "
+          f"per CPU-second of the binary (1 worker), {events / t['network_s'] / 1e6:.1f} M/s of simulation-loop wall time")
+    prof = result.meta.get("profile_s") or {}
+    if prof:
+        groups: dict[str, float] = {}
+        for name, sec in prof.items():
+            kind = ("synaptic propagation" if "_syn_pre" in name else "state update" if "stateupdater" in name
+                    else "threshold" if "thresholder" in name else "reset" if "resetter" in name
+                    else "per-image reset" if "image_reset" in name else "monitors" if "mon" in name else "other")
+            groups[kind] = groups.get(kind, 0.0) + sec
+        total = sum(groups.values())
+        print("simulation loop CPU time by code object kind: " + ", ".join(
+            f"{k} {v:.2f} s ({100 * v / total:.0f} %)" for k, v in sorted(groups.items(), key=lambda kv: -kv[1])))
+        if groups.get("synaptic propagation"):
+            print(f"synaptic propagation alone: {events / groups['synaptic propagation'] / 1e6:.1f} M events/s per core")
+    print(f"machine load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+          "(wall times scale with it; CPU times do not)")
     rss = result.meta.get("max_rss_bytes") or 0
     ta_bytes = 8 * result.meta["batch_size"] * config.n_steps * int(np.prod(graph.input.shape))
     print(f"memory: peak RSS of one binary {rss / 2**20:.0f} MiB = {rss / n_syn:.0f} B/synapse "

@@ -30,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"dataset input {ds.input_shape} != checkpoint input {tuple(meta['input_shape'])}")
     acc = evaluate(model, ds, batch_size=args.batch_size, device=args.device)
     stored = meta.get("test_accuracy")
-    note = f" (stored at training: {100 * stored:.2f} %)" if stored is not None and args.split == "test" else ""
+    full = args.split == "test" and args.max_images is None
+    note = f" (stored at training: {100 * stored:.2f} %)" if stored is not None and full else ""
     print(f"{args.ckpt}: {meta['arch']} ({meta['spec']}) on {meta['dataset']} {args.split}, {len(ds)} images: "
           f"accuracy {100 * acc:.2f} %{note}")
     return 0

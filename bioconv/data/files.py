@@ -118,6 +118,7 @@ def download(remote: RemoteFile, folder: Path) -> Path:
             got = sha256(Path(tmp))
             if got != remote.sha256:
                 raise ValueError(f"checksum mismatch for {url}: sha256 {got}, expected {remote.sha256}")
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files
             os.replace(tmp, target)
             return target
         except (OSError, ValueError) as exc:  # URLError is an OSError
@@ -180,3 +181,9 @@ def _extract_cifar(archive: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

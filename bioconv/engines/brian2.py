@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+from brian2 import ms, second
 
 from bioconv import devices, ir
 from bioconv.engines.brian2_build import (Plan, build_network, input_arrays, parameter_arrays,
@@ -82,19 +83,13 @@ def _assemble(plan: Plan, arrays: dict[str, np.ndarray], n: int, labels: np.ndar
         last = finals["psi"] + finals["r"] if neuron.kind == "srm" else finals[neuron.psp_target]
         output_v = np.vstack([arrays["vbins"].reshape(-1, n_out), last])[1:].reshape(B, nb, n_out)[:n]
     spike_times = {}
-    dt_s, dt_ms = float(cfg.dt / _unit("second")), float(cfg.dt / _unit("ms"))
+    dt_s, dt_ms = float(cfg.dt / second), float(cfg.dt / ms)
     for name in cfg.record_times:
         i, t = arrays[f"spikes_i:{name}"].astype(np.int64), arrays[f"spikes_t:{name}"]
         step = np.rint(t / dt_s).astype(np.int64)
         img, keep = step // cfg.n_steps, step // cfg.n_steps < n
         spike_times[name] = (img[keep], i[keep], (step[keep] % cfg.n_steps) * dt_ms)
     return SimResult(ENGINE, cfg, counts, output_counts, np.asarray(labels)[:n], output_v, spike_times)
-
-
-def _unit(name: str):
-    import brian2
-
-    return getattr(brian2, name)
 
 
 def runtime_batch(graph: ir.Graph, config: SimConfig, images: np.ndarray, labels: np.ndarray,
@@ -133,11 +128,14 @@ class Simulator:
         ``min(50, n_images of the first run)``.
     signed : bool, optional
         Build the negative-input pathway; default: whether the first batch has negative pixels.
+    profile : bool
+        Standalone only: time every code object (``meta["profile_s"]``, CPU seconds summed
+        over batches), e.g. to get the synaptic propagation time alone.
     """
 
     def __init__(self, graph: ir.Graph, config: SimConfig, device: str = "runtime", workers: int = 1,
                  build_dir: Optional[str | Path] = None, target: str = "numpy",
-                 batch_size: Optional[int] = None, signed: Optional[bool] = None) -> None:
+                 batch_size: Optional[int] = None, signed: Optional[bool] = None, profile: bool = False) -> None:
         devices.check_device(device)
         if int(workers) < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
@@ -145,7 +143,7 @@ class Simulator:
             raise ValueError(f"target must be one of {devices.TARGETS}, got {target!r}")
         self.graph, self.config, self.device, self.workers, self.target = graph, config, device, int(workers), target
         self.build_dir = None if build_dir is None else Path(build_dir)
-        self.batch_size, self.signed = batch_size, signed
+        self.batch_size, self.signed, self.profile = batch_size, signed, bool(profile)
         self.plan: Optional[Plan] = None
         self.manifest: dict = {}
         self.build_timings: dict[str, float] = {}
@@ -179,7 +177,8 @@ class Simulator:
 
     def _build_standalone(self, compile: bool = True) -> None:
         plan = self.plan
-        key = plan.key(self.device, extra=devices.GCC_FLAGS if self.device == "cpp" else devices.NVCC_FLAGS)
+        flags = devices.GCC_FLAGS if self.device == "cpp" else devices.NVCC_FLAGS
+        key = plan.key(self.device, extra=[flags, "profile"] if self.profile else flags)
         directory = (self.build_dir or devices.standalone_dir(key, self.device)).resolve()
         manifest_path = directory / "bioconv_manifest.json"
         if compile and manifest_path.exists() and (directory / "main").exists():
@@ -196,7 +195,7 @@ class Simulator:
             # placeholder values: only shapes are compiled in; real values come as run arguments
             values = placeholder_inputs(plan)
             built = build_network(plan, values)
-            built.net.run(plan.batch * plan.config.duration, namespace={})
+            built.net.run(plan.batch * plan.config.duration, namespace={}, profile=self.profile)
             build_s = time.perf_counter() - start
             compile_s = devices.build_standalone(directory, compile=compile)
             outputs = {}
@@ -241,6 +240,9 @@ class Simulator:
             for name, spec in self.manifest["outputs"].items():
                 data = np.fromfile(results / spec["file"], dtype=np.dtype(spec["dtype"]))
                 arrays[name] = data.reshape(-1, spec["ncols"]) if spec["ncols"] else data
+            if (results / "profiling_info.txt").exists():
+                rows = (line.split("\t") for line in (results / "profiling_info.txt").read_text().splitlines())
+                info["profile"] = {r[0]: float(r[1]) for r in rows if len(r) == 2}
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
             shutil.rmtree(results, ignore_errors=True)
@@ -294,12 +296,17 @@ class Simulator:
             timings["index_s"] = sum(r.timings.get("index_s", 0.0) for r in results)
         if infos:
             timings["binary_s"] = float(sum(i["seconds"] for i in infos))
+            timings["binary_cpu_s"] = float(sum(i["cpu_seconds"] for i in infos))
+            timings["network_s"] = float(sum(i["network_seconds"] for i in infos))
         meta = {"device": self.device, "target": self.target if self.device == "runtime" else None,
                 "workers": self.workers, "batch_size": B, "signed": plan.signed, "n_synapses": n_syn,
                 "build_dir": str(getattr(self, "directory", "")) or None,
                 "max_rss_bytes": max((i["max_rss_bytes"] for i in infos), default=None),
                 "reused_build": self.device != "runtime" and self.build_timings.get("compile_s") == 0.0,
                 "original_compile_s": self.manifest.get("compile_s")}
+        profiles = [i["profile"] for i in infos if "profile" in i]
+        if profiles:
+            meta["profile_s"] = {k: float(sum(p.get(k, 0.0) for p in profiles)) for k in profiles[0]}
         return dataclasses.replace(result, timings=timings, meta=meta)
 
     def _run_runtime(self, graph, chunks, first_index, bar) -> list[SimResult]:

@@ -189,12 +189,22 @@ def parameter_arrays(plan: Plan, graph: Optional[ir.Graph] = None) -> dict[str, 
 
     ``graph`` (default ``plan.graph``) may carry new values of the same structure.
     """
+    from bioconv.neurons import model_to_dict
+
     graph = plan.graph if graph is None else graph
+    if graph is not plan.graph and (
+        model_to_dict(graph.synapse) != model_to_dict(plan.graph.synapse)
+        or tuple(graph.input.shape) != tuple(plan.graph.input.shape)
+    ):
+        raise ValueError("the new graph has another synapse model or input shape; build a new Simulator for it")
     out: dict[str, np.ndarray] = {}
     for layer in plan.layers:
         new = graph.layer(layer.name)
-        if type(new) is not type(layer) or tuple(new.output_shape) != tuple(layer.output_shape):
-            raise ValueError(f"layer {layer.name!r} changed structure; build a new Simulator for a new network")
+        if type(new) is not type(layer) or _layer_structure(new, graph) != _layer_structure(layer, plan.graph):
+            raise ValueError(
+                f"layer {layer.name!r} changed structure or neuron model (compiled into the network); "
+                "build a new Simulator for it (only weights, biases, thresholds and pool scales can change)"
+            )
         if not (plan.current and layer is plan.layers[0]):  # current coding: layer 1 gets input as bias
             w = layer_weights(new)
             out[f"{layer.name}_syn.w"] = w

@@ -1,8 +1,8 @@
 r"""Torch engine: a batched, clock-driven mirror of the Brian2 networks.
 
 Every spiking layer of a :class:`~bioconv.ir.Graph` is a batch of neurons (images ×
-neurons) whose synaptic input is computed with weight-shared ``conv2d`` / ``linear`` /
-``avg_pool2d`` (``torch.nn.functional``) instead of explicit synapses. Neuron and synapse
+neurons) whose synaptic input comes either from weight-shared ``conv2d`` / ``linear``
+(``torch.nn.functional``) or from per-spike synapse tables (below). Neuron and synapse
 models, their exact integration and Brian2's schedule order (groups → thresholds →
 synapses → resets) are in :mod:`bioconv.engines.torch_models`, where the formulae and
 the residual float differences to Brian2 are documented.
@@ -14,8 +14,13 @@ step of delay. Input spike train row :math:`t` (:func:`bioconv.encoding.spike_tr
 same seed rule, so identical trains in both engines) is delivered to layer 1 at step
 :math:`t` in the same way. Because the network is feed-forward, the engine runs
 *layer by layer over all time steps*: the synaptic drive of a layer for a chunk of steps
-is one batched convolution of the (images × steps) spike maps of the layer below,
-followed by the cheap per-step neuron updates. This is exactly the step-by-step result.
+is computed for a chunk of steps at once, followed by the per-step neuron updates; this
+is exactly the step-by-step result. Two ways to compute the input (``propagation``):
+
+* ``"event"`` (default): every presynaptic spike adds its outgoing weights to the target
+  state with ``index_add_``, one by one in Brian2's order (by presynaptic index, positive
+  input pathway before ``<input>_neg``), so float64 CPU sums are Brian2's bit for bit;
+* ``"dense"``: ``conv2d``/``linear`` of the (images × steps) spike maps (float32 / GPU).
 
 ``coding="current"``: no input spikes; layer 1 receives the constant current
 :math:`\sum_i w_{ji}\,\mathrm{sign}(x_i) r_i` (:func:`bioconv.encoding.input_current`),
@@ -60,7 +65,7 @@ class LayerPlan:
     ``targets``/``table`` (event propagation): the outgoing synapses of every presynaptic
     neuron as a padded table (n_pre, max fan-out) of postsynaptic indices and weights in
     Brian2's synapse order (padding adds 0.0 to neuron 0, which changes nothing).
-    ``weight`` (dense propagation): conv/dense weight or the pool's scalar weight.
+    ``weight`` (dense propagation): the conv/dense weight.
     All weights are multiplied by the on_pre gain.
     """
 
@@ -86,10 +91,7 @@ class LayerPlan:
             out = F.conv2d(x, self.weight, stride=layer.stride, padding=layer.padding)
         elif isinstance(layer, ir.Dense):
             out = F.linear(x, self.weight)
-        elif isinstance(layer, ir.AvgPool2d):
-            # integer spike count per window (exact), times the per-synapse weight
-            out = F.avg_pool2d(x, layer.kernel_size, layer.stride, divisor_override=1) * self.weight
-        else:  # pragma: no cover - MaxPool2d is gated in _run_layer
+        else:  # pragma: no cover - pools propagate events, MaxPool2d is gated in _run_layer
             raise AssertionError(type(layer))
         return out.reshape(b, tc, self.n)
 
@@ -146,13 +148,11 @@ def compile_graph(
         weight = targets = table = None
         if isinstance(layer, ir.MaxPool2d):
             pass
-        elif propagation == "event":
+        elif propagation == "event" or isinstance(layer, ir.AvgPool2d):
+            # pools always propagate events: one target per spike is cheaper than a dense pool
             targets, table = _event_table(layer, prop.gain, dtype, device)
-        elif isinstance(layer, (ir.Conv2d, ir.Dense)):
+        else:
             weight = torch.as_tensor(np.asarray(layer.weight, np.float64) * prop.gain, dtype=dtype, device=device)
-        elif isinstance(layer, ir.AvgPool2d):
-            w = float(layer.scale) / (layer.kernel_size[0] * layer.kernel_size[1])
-            weight = torch.as_tensor(w * prop.gain, dtype=dtype, device=device)
         bias = getattr(layer, "bias", None)
         i_bias = _per_neuron(0.0 if bias is None else bias, shape, dtype, device)
         theta = _per_neuron(layer.threshold, shape, dtype, device)
@@ -279,7 +279,7 @@ def simulate_batch(
             counts[plan.name] = n_spikes.cpu().numpy().astype(np.int64)
             if plan.name in config.record_times:
                 img, t, nrn = (a.cpu().numpy() for a in torch.nonzero(spikes, as_tuple=True))
-                spike_times[plan.name] = (img + 0, nrn, t * dt_ms)
+                spike_times[plan.name] = (img, nrn, t * dt_ms)
             if last:
                 per_bin = spikes.reshape(spikes.shape[0], config.n_bins, spb, plan.n).sum(2)
                 output_counts = per_bin.cumsum(1).cpu().numpy().astype(np.int64)
@@ -312,8 +312,9 @@ def simulate(
     progress : show a tqdm bar over batches.
     propagation : ``"event"`` adds every synaptic event to the target state in Brian2's
         order (``index_add_``; on CPU this reproduces Brian2's float64 sums bit for bit);
-        ``"dense"`` computes the summed input with ``conv2d``/``linear``/``avg_pool2d``
-        per chunk of steps (faster on GPUs and for dense spiking; sums differ in the last bits).
+        ``"dense"`` computes the summed input of Conv2d/Dense layers with ``conv2d``/``linear``
+        per chunk of steps (faster in float32, on GPUs and for dense spiking; sums differ in the
+        last bits); pooling layers always propagate events.
     """
     if propagation not in PROPAGATIONS:
         raise ValueError(f"propagation must be one of {PROPAGATIONS}, got {propagation!r}")

@@ -52,6 +52,51 @@ log = logging.getLogger(__name__)
 
 Probe = Callable[[ir.Graph, str], np.ndarray]
 RateStatistic = Literal["max", "percentile"]
+PoolMode = Literal["auto", "scan", "count"]
+AVERAGE_MARGIN = 1e-6  # relative excess of k·w over θ in the pool count scan
+
+
+def _pool_mode(graph: ir.Graph, layer: ir.Layer, pool_mode: str) -> str:
+    if not isinstance(layer, ir.AvgPool2d) or pool_mode == "scan":
+        return "scan"
+    from bioconv.neurons import IF
+
+    return "count" if pool_mode == "count" or isinstance(graph.neuron_for(layer.name), IF) else "scan"
+
+
+def scan_pool_count(
+    evaluate: Callable[[float], float], target: float, tolerance: float, c0: float, area: int, k_max: int = 64
+) -> tuple[float, float, list[tuple[float, float]], bool]:
+    """Scan of an IF average pool over the number :math:`k` of input spikes per output spike.
+
+    With pooling weight :math:`w = c\,\theta/A` (:math:`A` inputs, :math:`c = G c_0`) an IF
+    neuron fires after :math:`k = \lfloor A/c \rfloor + 1` input charges: its rate is a
+    staircase in :math:`G`. Only the steps matter, so :math:`k` is scanned directly, with
+    :math:`G_k = (1+10^{-6})A/(k c_0)` (:math:`k w` just above θ); the rate falls with
+    :math:`k`, and the step closest to the target wins.
+    """
+    gain_of = lambda k: area * (1.0 + AVERAGE_MARGIN) / (k * c0)  # noqa: E731
+    history: list[tuple[float, float]] = []
+    seen: dict[int, float] = {}
+
+    def f(k: int) -> float:
+        if k not in seen:
+            seen[k] = float(evaluate(gain_of(k)))
+            history.append((gain_of(k), seen[k]))
+        return seen[k]
+
+    k = min(max(int(area / c0) + 1, 1), k_max)
+    if f(k) > target:
+        while k < k_max and f(k) > target:
+            k += 1
+    else:
+        while k > 1 and f(k) <= target:
+            k -= 1
+    lo_k = k if f(k) <= target else k + 1  # the smallest k at or below the target (if any)
+    candidates = [kk for kk in (lo_k - 1, lo_k) if kk in seen]
+    best = min(candidates, key=lambda kk: abs(seen[kk] / target - 1.0))
+    value = seen[best]
+    return gain_of(best), value, history, abs(value / target - 1.0) <= tolerance
 
 
 def rate_statistic(rates_hz: np.ndarray, statistic: RateStatistic = "max", percentile: float = 99.9) -> float:
@@ -71,14 +116,17 @@ def scan_gain(
     g0: float = 1.0,
     bounds: tuple[float, float] = (1e-3, 1e4),
     max_iter: int = 30,
+    gain_resolution: float = 1e-3,
 ) -> tuple[float, float, list[tuple[float, float]], bool]:
     """Find :math:`G` with ``evaluate(G)`` within ``target·(1 ± tolerance)``; evaluate is non-decreasing.
 
     First the bracket is found by proportional steps (:math:`G \\leftarrow G\\,t/f(G)`,
     at most ×4 per step); then the bracket :math:`[G_{lo}, G_{hi}]` is bisected in log
-    space, the split point taken from log-linear interpolation but kept inside the middle
-    80 % of the bracket so that it shrinks geometrically. Returns ``(gain, value,
-    history, converged)``; when not converged, the best value seen.
+    space, alternating the log-linear interpolation point (kept inside the middle 80 %)
+    with the midpoint, so the bracket at least halves every two steps. It stops without
+    convergence when the bracket is narrower than ``gain_resolution`` (the statistic jumps
+    over the window, e.g. the stepped response of seed 000 Fig. 1a). Returns ``(gain,
+    value, history, converged)``; when not converged, the best value seen.
     """
     lo: Optional[tuple[float, float]] = None
     hi: Optional[tuple[float, float]] = None
@@ -94,14 +142,13 @@ def scan_gain(
         else:
             hi = (g, value) if hi is None or g < hi[0] else hi
         if lo is not None and hi is not None:
-            if hi[0] / lo[0] < 1 + 1e-9:
+            if hi[0] / lo[0] < 1 + gain_resolution:
                 break  # the statistic jumps over the window at this gain
             a, b = math.log(lo[0]), math.log(hi[0])
-            if lo[1] > 0:
+            frac = 0.5
+            if lo[1] > 0 and len(history) % 2 == 1:  # alternate interpolation and plain bisection
                 frac = (math.log(target) - math.log(lo[1])) / (math.log(hi[1]) - math.log(lo[1]))
-            else:
-                frac = 0.5
-            frac = min(max(frac, 0.1), 0.9)
+                frac = min(max(frac, 0.1), 0.9)
             g = math.exp(a + frac * (b - a))
         elif hi is None:  # too low: step up
             g = g * (min(target / value, 4.0) * 1.02 if value > 0 else 4.0)
@@ -149,6 +196,7 @@ def mcr_norm(
     eta_factors: Optional[Sequence[float]] = None,
     calib_images: Optional[np.ndarray] = None,
     calib_labels: Optional[np.ndarray] = None,
+    pool_mode: PoolMode = "auto",
     max_iter: int = 30,
     progress: bool = True,
     calibration: Optional[Mapping[str, Any]] = None,
@@ -177,9 +225,17 @@ def mcr_norm(
     eta_factors : sequence of float
         Bias factors to try after the scan; the one with the best calibration accuracy wins
         (needs ``calib_labels``; ties go to the factor closest to 1).
+    pool_mode : "auto", "scan" or "count"
+        Average pools are scanned like any layer (``scan``), or over the integer number of
+        input spikes per output spike (``count``, :func:`scan_pool_count`): a bias-free IF
+        pool's rate is a staircase in the gain (seed 000 Fig. 1a) that usually jumps over a
+        ±2 % window, so ``auto`` uses ``count`` for IF pools (the closest step wins) and
+        ``scan`` for other models.
     calibration : dict
         Calibration-set description stored in the metadata (dataset, n, seed, engine, ...).
     """
+    if pool_mode not in ("auto", "scan", "count"):
+        raise ValueError(f"pool_mode must be 'auto', 'scan' or 'count', got {pool_mode!r}")
     if not 0 < tolerance < 1:
         raise ValueError(f"tolerance must be in (0, 1), got {tolerance}")
     target_hz = check_rate(target_rate, "target_rate", dt)
@@ -219,14 +275,21 @@ def mcr_norm(
             return rate_statistic(rates, statistic, rate_percentile)
 
         target = base.rho / tau
-        gain, value, history, ok = scan_gain(evaluate, target, tolerance, max_iter=max_iter)
+        mode = _pool_mode(graph, layer, pool_mode)
+        if mode == "count":
+            _, c0 = rescale(graph, {**scalings, name: base}, stats.input_max, input_hz * tau, tau)
+            area = layer.kernel_size[0] * layer.kernel_size[1]
+            gain, value, history, ok = scan_pool_count(evaluate, target, tolerance, c0[name]["weight"], area)
+        else:
+            gain, value, history, ok = scan_gain(evaluate, target, tolerance, max_iter=max_iter)
         if not ok:
             log.warning("layer %s: scan did not reach %g Hz ±%g %% (best %g Hz at G=%g)",
                         name, target, 100 * tolerance, value, gain)
         scalings[name] = replace(base, gain=gain)
         rates = seen[gain]
         achieved_max[name] = float(rates.max())
-        scans[name] = {"history": [list(h) for h in history], "converged": ok, "achieved_stat_hz": value}
+        scans[name] = {"mode": mode, "history": [list(h) for h in history], "converged": ok,
+                       "achieved_stat_hz": value}
         bar.set_postfix_str(f"{name}: G={gain:.3g} rate={value:.1f}Hz")
         if rho_from_slope:
             rho_measured[name] = _slope_rho(rates, acts[name], scalings[name].lam, tau)
@@ -241,7 +304,7 @@ def mcr_norm(
     out, factors = rescale(graph, scalings, stats.input_max, input_hz * tau, tau)
     meta = normalization_meta(
         "mcr", out, scalings, factors, stats.input_max, input_hz * tau, tau, calibration,
-        statistic=statistic, rate_percentile=rate_percentile if statistic == "percentile" else None,
+        statistic=statistic, rate_percentile=rate_percentile if statistic == "percentile" else None, pool_mode=pool_mode,
         lambda_percentile=lambda_percentile, tolerance=tolerance, rho_from_slope=rho_from_slope,
         rho_measured=rho_measured, achieved_max_rate_hz=achieved_max, scan=scans, eta_search=eta_search,
     )
