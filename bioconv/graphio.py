@@ -86,6 +86,7 @@ def save_graph(graph: ir.Graph, path: str | os.PathLike) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **{"graph.json": np.frombuffer(payload, dtype=np.uint8)}, **arrays)
+        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

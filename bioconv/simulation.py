@@ -229,6 +229,7 @@ def write_table_atomic(table: pd.DataFrame, path: str | os.PathLike) -> Path:
             table.to_csv(tmp, index=False)
         else:
             table.to_parquet(tmp, index=False)
+        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -28,7 +28,7 @@ def grid(quick: bool = False) -> list[dict]:
 
 def run_one(cfg: dict) -> pd.DataFrame:
     table, graph, result = common.run_network(cfg)
-    curves = common.response_table(graph, result, cfg)
+    curves = common.layer_response(graph, result, cfg)
     hists = common.rate_histograms(result, HIST_BINS_HZ)
     return pd.concat([table, curves, hists], ignore_index=True)
 

@@ -26,7 +26,7 @@ def grid(quick: bool = False) -> list[dict]:
 
 def run_one(cfg: dict) -> pd.DataFrame:
     table, graph, result = common.run_network(cfg)
-    curves = common.response_table(graph, result, cfg)
+    curves = common.layer_response(graph, result, cfg)
     return pd.concat([table, curves], ignore_index=True)
 
 

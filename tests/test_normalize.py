@@ -7,7 +7,7 @@ import pytest
 import torch
 from brian2 import Hz, ms
 
-from bioconv import encoding, ir
+from bioconv import ir
 from bioconv.cli import main as cli_main
 from bioconv.engines.torch import simulate as torch_simulate
 from bioconv.neurons import IF, LIF
@@ -167,6 +167,22 @@ def test_mcr_options(data):
         mcr_norm(graph, st, TorchProbe(images, labels, SimConfig(duration=22 * ms)), progress=False)
 
 
+def test_mcr_measures_rates_for_other_models(data):
+    """LIF neurons with alpha synapses: the same scan, no IF-specific assumption (pools scanned too)."""
+    from bioconv.synapses import Alpha
+
+    graph, images, labels = data
+    st = activation_stats(graph, images)
+    probe = TorchProbe(images[:12], labels[:12], SimConfig(duration=200 * ms, seed=4))
+    g = mcr_norm(graph, st, probe, neuron=LIF(tau_m=10 * ms), synapse=Alpha(tau_s=2 * ms), progress=False)
+    norm = g.meta["normalization"]
+    assert norm["neuron"]["kind"] == "lif" and norm["synapse"]["kind"] == "alpha"
+    assert norm["scan"]["pool"]["mode"] == "scan"
+    full = torch_simulate(g, probe.images, probe.labels, probe.config, progress=False)
+    for layer in ("conv", "fc1"):
+        assert abs(full.rates_hz(layer).max() / 200.0 - 1) <= 0.02
+
+
 @pytest.mark.parametrize("neuron", [IF(reset="zero"), IF(reset="subtract"), LIF(tau_m=5 * ms, reset="zero")])
 def test_threshold_balancing_equals_weight_scaling(mcr_graph, neuron):
     g, probe = mcr_graph
@@ -260,3 +276,49 @@ def test_convert_cli_errors(argv, message, capsys, tmp_path):
 def test_convert_cli_missing_checkpoint(capsys, tmp_path):
     assert cli_main(["convert", str(tmp_path / "missing.pt"), "--norm", "max"]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("device", [pytest.param("runtime"), pytest.param("cpp", marks=pytest.mark.standalone)])
+def test_brian2_and_torch_probes_give_the_same_conversion(data, device, tmp_path):
+    """Same calibration seed -> identical gains, scan histories and achieved rates with either engine."""
+    from bioconv.normalize.probes import Brian2Probe
+
+    graph, images, labels = data
+    st = activation_stats(graph, images)
+    cfg = SimConfig(duration=100 * ms, seed=5)
+    kw = dict(target_rate=200 * Hz, input_rate=400 * Hz, progress=False)
+    g_t = mcr_norm(graph, st, TorchProbe(images[:6], labels[:6], cfg), **kw)
+    opts = {"build_dir": str(tmp_path / "b2")} if device == "cpp" else {}
+    g_b = mcr_norm(graph, st, Brian2Probe(images[:6], labels[:6], cfg, device=device, **opts), **kw)
+    nt, nb = g_t.meta["normalization"], g_b.meta["normalization"]
+    assert nt["gain"] == nb["gain"]
+    assert nt["achieved_max_rate_hz"] == nb["achieved_max_rate_hz"]
+    assert nt["scan"] == nb["scan"]
+    for lt, lb in zip(g_t.spiking_layers, g_b.spiking_layers):
+        if isinstance(lt, ir.Dense):
+            np.testing.assert_array_equal(lt.weight, lb.weight)
+
+
+def test_convert_cli_writes_normalized_graph(tmp_path, capsys, mnist_dir):
+    from bioconv.ann import build_model, save_checkpoint
+    from bioconv.graphio import load_graph
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(build_model("tiny", (1, 28, 28), 10), {
+        "spec": "4c3-p2-8c3-p2-10FC", "arch": "tiny", "dataset": "mnist", "input_shape": [1, 28, 28],
+        "n_classes": 10, "seed": 0, "test_accuracy": 0.1}, tmp_path / "tiny.pt")
+    out = tmp_path / "robust.bcv"
+    assert cli_main(["convert", str(ckpt), "--norm", "robust", "--percentile", "99", "--calib", "20",
+                     "--neuron", "lif", "--reset", "subtract", "--form", "thresholds", "--out", str(out)]) == 0
+    g = load_graph(out)
+    norm = g.meta["normalization"]
+    assert norm["method"] == "robust" and norm["percentile"] == 99.0 and norm["form"] == "thresholds"
+    assert norm["calibration"]["n"] == 20 and norm["neuron"]["kind"] == "lif" and g.neuron.reset == "subtract"
+    assert "lambda" in capsys.readouterr().out
+    out = tmp_path / "spike.bcv"
+    assert cli_main(["convert", str(ckpt), "--norm", "spike", "--calib", "20", "--calib-sim", "2",
+                     "--duration", "30ms", "--out", str(out)]) == 0
+    norm = load_graph(out).meta["normalization"]
+    assert norm["method"] == "spike" and norm["calibration"]["n_simulated"] == 2
+    assert set(norm["achieved_max_rate_hz"]) == {"conv1", "pool1", "conv2", "pool2", "fc1"}

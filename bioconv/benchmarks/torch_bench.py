@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
-
 
 def _torch_run(graph, images, labels, config, device: str, dtype: str, propagation: str):
     from bioconv.engines.torch import simulate

@@ -16,7 +16,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 
 from bioconv.units import parse_rate, parse_time
 
@@ -35,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-rate", help="input rate for the largest pixel (default 400Hz for mcr, else 1000Hz)")
     parser.add_argument("--percentile", type=float, default=99.9, help="robust-norm percentile (default 99.9)")
     parser.add_argument("--calib", type=int, default=500, help="calibration images from the training split (default 500)")
-    parser.add_argument("--calib-sim", type=int, help="of those, images simulated in the scans (default: all)")
+    parser.add_argument("--calib-sim", type=int, default=50,
+                        help="of those, the first N are simulated in the mcr/spike scans (default 50)")
     parser.add_argument("--engine", default="torch", choices=("torch", "brian2"), help="probe engine for mcr/spike")
     parser.add_argument("--device", default="cpp", help="brian2 probe device: runtime or cpp (default cpp)")
     parser.add_argument("--dt", default="1ms", help="time step (default 1ms)")
@@ -136,7 +136,9 @@ def run(args: argparse.Namespace) -> int:
         out = normalize.data_based_norm(graph, stats, percentile=pct, target_rate=opts["target"],
                                         input_rate=opts["inp"], **common)
     else:
-        n_sim = min(args.calib_sim or len(calib), len(calib))
+        if args.calib_sim < 1:
+            raise ValueError(f"--calib-sim must be >= 1 image, got {args.calib_sim}")
+        n_sim = min(args.calib_sim, len(calib))
         sim = calib.take(slice(0, n_sim))
         calibration["n_simulated"] = n_sim
         popts = {"device": args.device} if args.engine == "brian2" else {}

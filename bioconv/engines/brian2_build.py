@@ -1,6 +1,7 @@
 r"""Construction of the Brian2 network of a Graph (used by :mod:`bioconv.engines.brian2`).
 
-Objects (all with ``dt = config.dt``, explicit names, explicit namespaces):
+Objects (groups and synapses on ``defaultclock`` with ``dt = config.dt``, explicit names,
+explicit namespaces, synapses with a scalar delay of 0):
 
 - ``<input>`` (and ``<input>_neg`` for signed inputs): threshold-only ``NeuronGroup`` of
   ``n_in`` neurons that spike at step ``k`` iff ``ta_in(t, i) > 0.5`` (``< -0.5`` for the
@@ -41,6 +42,8 @@ from bioconv.connectivity import Connectivity, layer_synapses, layer_weights
 
 log = logging.getLogger(__name__)
 
+#: bump when the generated network changes, so cached standalone builds are rebuilt
+BUILD_VERSION = 2
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -100,6 +103,7 @@ class Plan:
         from bioconv.neurons import model_to_dict
 
         desc = {
+            "build_version": BUILD_VERSION,
             "brian2": brian_version,
             "device": device,
             "batch": self.batch,
@@ -233,12 +237,16 @@ def build_network(plan: Plan, values: dict[str, np.ndarray]) -> Built:
     """
     import time
 
-    from brian2 import Equations, Network, NeuronGroup, SpikeMonitor, StateMonitor, Synapses, TimedArray
+    from brian2 import (Equations, Network, NeuronGroup, SpikeMonitor, StateMonitor, Synapses, TimedArray,
+                        defaultclock, ms)
 
     import bioconv.integration  # noqa: F401  (registers method "exact_affine")
 
     cfg, graph = plan.config, plan.graph
     dt, T = cfg.dt, cfg.duration
+    # Every group and synapse runs on Brian2's defaultclock (brian2cuda's synaptic propagation
+    # code refers to ``defaultclock`` by name); monitors and the per-image reset have their own.
+    defaultclock.dt = dt
     objects: dict[str, Any] = {}
     outputs: dict[str, tuple] = {}
     net = Network(name="bioconv_net")
@@ -247,11 +255,11 @@ def build_network(plan: Plan, values: dict[str, np.ndarray]) -> Built:
     else:
         ta = TimedArray(values["ta_in.values"], dt=dt, name="ta_in")
         name = graph.input.name
-        objects[name] = NeuronGroup(plan.n_in, "", threshold="ta_in(t, i) > 0.5", reset="", dt=dt,
+        objects[name] = NeuronGroup(plan.n_in, "", threshold="ta_in(t, i) > 0.5", reset="",
                                     name=name, namespace={"ta_in": ta})
         if plan.signed:
             objects[name + "_neg"] = NeuronGroup(plan.n_in, "", threshold="ta_in(t, i) < -0.5", reset="",
-                                                 dt=dt, name=name + "_neg", namespace={"ta_in": ta})
+                                                 name=name + "_neg", namespace={"ta_in": ta})
     objects[ta.name] = ta
     n_syn, index_s = 0, 0.0
     for layer in plan.layers:
@@ -261,7 +269,7 @@ def build_network(plan: Plan, values: dict[str, np.ndarray]) -> Built:
         eqs = eqs + Equations("spike_count : integer")
         refractory = neuron.refractory if float(neuron.refractory) > 0 else False
         group = NeuronGroup(n, eqs, threshold=neuron.threshold, reset=f"{neuron.reset_code}\nspike_count += 1",
-                            refractory=refractory, method=neuron.method, dt=dt, name=layer.name,
+                            refractory=refractory, method=neuron.method, name=layer.name,
                             namespace={"ta_bias": ta} if plan.current and layer is plan.layers[0] else {})
         state = list(neuron.state_variables) + [v for v in graph.synapse.state_variables if v in group.variables]
         # "x = 0*x" keeps the unit of dimensioned states (alpha I_syn, x_syn are in Hz)
@@ -286,7 +294,8 @@ def build_network(plan: Plan, values: dict[str, np.ndarray]) -> Built:
             pres.append((graph.input.name + "_neg", "_neg"))
         for pre_name, suffix in pres:
             sname = f"{layer.name}_syn{suffix}"
-            syn = Synapses(objects[pre_name], group, "w : 1", on_pre=graph.synapse.on_pre(neuron), dt=dt, name=sname)
+            syn = Synapses(objects[pre_name], group, "w : 1", on_pre=graph.synapse.on_pre(neuron),
+                           delay=0 * ms, name=sname)  # scalar delay: no per-synapse delay array
             syn.connect(i=conn.i, j=conn.j)
             syn.w = values.get(f"{sname}.w", 0.0)
             objects[sname] = syn

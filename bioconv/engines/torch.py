@@ -352,6 +352,7 @@ def simulate(
             np.concatenate([pc[0] + off if k == 0 else pc[k] for pc, off in zip(pieces, offsets)]) for k in range(3)
         )
     timings["total_s"] = time.perf_counter() - t0
+    log.info("torch engine: %d images in %.2f s (%s, %s, %s)", len(images), timings["total_s"], device, dtype, propagation)
     return SimResult(
         engine="torch",
         config=config,

@@ -120,8 +120,9 @@ def scan_gain(
 ) -> tuple[float, float, list[tuple[float, float]], bool]:
     """Find :math:`G` with ``evaluate(G)`` within ``target·(1 ± tolerance)``; evaluate is non-decreasing.
 
-    First the bracket is found by proportional steps (:math:`G \\leftarrow G\\,t/f(G)`,
-    at most ×4 per step); then the bracket :math:`[G_{lo}, G_{hi}]` is bisected in log
+    First the bracket is found by power-law steps (:math:`G \\leftarrow G\\,(t/f(G))^{1/\\alpha}`,
+    :math:`\\alpha` the log-log slope of the last two points, 1 at first; at most ×4 per
+    step); then the bracket :math:`[G_{lo}, G_{hi}]` is bisected in log
     space, alternating the log-linear interpolation point (kept inside the middle 80 %)
     with the midpoint, so the bracket at least halves every two steps. It stops without
     convergence when the bracket is narrower than ``gain_resolution`` (the statistic jumps
@@ -150,10 +151,15 @@ def scan_gain(
                 frac = (math.log(target) - math.log(lo[1])) / (math.log(hi[1]) - math.log(lo[1]))
                 frac = min(max(frac, 0.1), 0.9)
             g = math.exp(a + frac * (b - a))
-        elif hi is None:  # too low: step up
-            g = g * (min(target / value, 4.0) * 1.02 if value > 0 else 4.0)
-        else:  # too high: step down
-            g = g * max(target / value, 0.25) * 0.98
+        else:  # not bracketed yet: power-law step from the last two points (slope 1 at first)
+            alpha = 1.0
+            if len(history) >= 2 and min(history[-1][1], history[-2][1]) > 0 and history[-1][0] != history[-2][0]:
+                (g1, v1), (g2, v2) = history[-2], history[-1]
+                alpha = min(max(math.log(v2 / v1) / math.log(g2 / g1), 0.2), 3.0)
+            if hi is None:  # too low: step up
+                g = g * (min((target / value) ** (1 / alpha), 4.0) * 1.02 if value > 0 else 4.0)
+            else:  # too high: step down
+                g = g * max((target / value) ** (1 / alpha), 0.25) * 0.98
         if not bounds[0] <= g <= bounds[1]:
             raise ValueError(
                 f"the rate target {target:g} Hz needs a gain outside {bounds} (last rate {value:g} Hz at "
