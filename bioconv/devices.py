@@ -176,7 +176,7 @@ def run_binary(directory: Path, results_dir: Path, args: Sequence[str]) -> dict:
     """Run ``./main`` of a built project with command-line ``args`` (``name=value``).
 
     Returns ``{"seconds": wall time, "cpu_seconds": user + system CPU time of the binary,
-    "network_seconds": wall time of the simulation loop alone, "max_rss_bytes": peak resident
+    "network_seconds": CPU time of the simulation loop alone (Brian2 measures it with std::clock), "max_rss_bytes": peak resident
     memory}`` (CPU time stays meaningful on a loaded machine). The binary
     reads static arrays relative to ``directory`` and writes results to ``results_dir``.
     """
@@ -207,7 +207,7 @@ def run_binary(directory: Path, results_dir: Path, args: Sequence[str]) -> dict:
     if "Error reading" in text or "Cannot set unknown variable" in text:
         raise RuntimeError(f"standalone binary in {directory} rejected a run argument:\n{text[-2000:]}")
     cpu = float(usage.ru_utime + usage.ru_stime)
-    try:  # Brian2 writes the wall time of the network loop alone (without setup) here
+    try:  # Brian2 writes the (CPU) time of the network loop alone, without setup, here
         network_s = float((results_dir / "last_run_info.txt").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         network_s = float("nan")

@@ -108,14 +108,18 @@ def test_repeated_runs_identical_and_seed_matters(images):
     assert not np.array_equal(a.counts["conv1"], c.counts["conv1"])
 
 
-def test_batches_do_not_change_results(images):
-    """Input trains are seeded per dataset index, so batch size and first_index split nothing."""
+@pytest.mark.parametrize("neuron", [IF(), LIF(tau_m=10 * ms, reset="subtract", refractory=2 * ms)], ids=["if", "lif-refractory"])
+def test_batches_do_not_change_results(images, neuron):
+    """Input trains are seeded per dataset index and every state (refractoriness included) is
+    reset between images, so batch size and first_index change nothing."""
     x, y = images
-    whole = engine.simulate(tiny_graph(), x, y, CFG)
-    split = engine.simulate(tiny_graph(), x, y, CFG, batch_size=3)
-    tail = engine.simulate(tiny_graph(), x[2:], y[2:], CFG, first_index=2)
-    np.testing.assert_array_equal(whole.counts["conv1"], split.counts["conv1"])
-    np.testing.assert_array_equal(whole.counts["conv1"][2:], tail.counts["conv1"])
+    graph = tiny_graph(neuron=neuron)
+    whole = engine.simulate(graph, x, y, CFG)
+    single = engine.simulate(graph, x, y, CFG, batch_size=1)
+    tail = engine.simulate(graph, x[2:], y[2:], CFG, first_index=2)
+    for name in whole.counts:
+        np.testing.assert_array_equal(whole.counts[name], single.counts[name], err_msg=name)
+        np.testing.assert_array_equal(whole.counts[name][2:], tail.counts[name], err_msg=name)
 
 
 def test_other_models_codings_and_readout_run(images):

@@ -173,7 +173,7 @@ def test_mcr_measures_rates_for_other_models(data):
 
     graph, images, labels = data
     st = activation_stats(graph, images)
-    probe = TorchProbe(images[:12], labels[:12], SimConfig(duration=200 * ms, seed=4))
+    probe = TorchProbe(images[:8], labels[:8], SimConfig(duration=150 * ms, seed=4))
     g = mcr_norm(graph, st, probe, neuron=LIF(tau_m=10 * ms), synapse=Alpha(tau_s=2 * ms), progress=False)
     norm = g.meta["normalization"]
     assert norm["neuron"]["kind"] == "lif" and norm["synapse"]["kind"] == "alpha"

@@ -153,7 +153,7 @@ def main(args: argparse.Namespace) -> int:
         t = res.timings
         print(f"{workers} worker(s): {per_image[workers] * 1e3:.1f} ms/image, {1 / per_image[workers]:.1f} images/s wall; "
               f"binaries: {t['binary_s']:.1f} s wall, {t['binary_cpu_s']:.1f} s CPU "
-              f"({t['binary_cpu_s'] / len(ds) * 1e3:.1f} ms CPU/image), simulation loop {t['network_s']:.1f} s")
+              f"({t['binary_cpu_s'] / len(ds) * 1e3:.1f} ms CPU/image), simulation loop {t['network_s']:.1f} s CPU")
         if workers == 1:
             result = res
     if max(worker_list) > 1:
@@ -161,7 +161,7 @@ def main(args: argparse.Namespace) -> int:
     events = synaptic_events(graph, result, ds.images, config)
     t = result.timings
     print(f"synaptic events: {events / len(ds):,.0f} per image; {events / t['binary_cpu_s'] / 1e6:.1f} M events "
-          f"per CPU-second of the binary (1 worker), {events / t['network_s'] / 1e6:.1f} M/s of simulation-loop wall time")
+          f"per CPU-second of the binary (1 worker), {events / t['network_s'] / 1e6:.1f} M/s of simulation-loop CPU time")
     prof = result.meta.get("profile_s") or {}
     if prof:
         groups: dict[str, float] = {}

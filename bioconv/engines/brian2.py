@@ -4,8 +4,8 @@ Exact update order (Brian2's schedule, one time step :math:`k`, :math:`t = k\,dt
 the torch engine mirrors:
 
 1. ``start``: at image starts (:math:`k \bmod n_\mathrm{steps} = 0`) the monitors record
-   (order −1), then every group's state (``v``; SRM ``y, psi, r``; alpha ``I_syn, x_syn``;
-   ``lastspike``) is set to 0 (order 0). With ``coding="current"`` layer 1's ``I_bias``
+   (order −1), then every group's state (``v``; SRM ``y, psi, r``; alpha ``I_syn, x_syn``)
+   is set to 0 and refractoriness ends (order 0), so every image starts from rest. With ``coding="current"`` layer 1's ``I_bias``
    becomes ``bias + τ·Σ_i w_ji·sign(x_i)·r_i`` for the image (current as extra bias).
 2. ``groups``: exact state update of every layer (``exact_affine``). For IF the generated
    code is ``v = 1.0*I_bias*dt/tau + 1.0*v`` (+ ``I_syn`` terms for alpha synapses).

@@ -43,7 +43,7 @@ from bioconv.connectivity import Connectivity, layer_synapses, layer_weights
 log = logging.getLogger(__name__)
 
 #: bump when the generated network changes, so cached standalone builds are rebuilt
-BUILD_VERSION = 2
+BUILD_VERSION = 3
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -81,6 +81,9 @@ class Plan:
                 )
             pre[layer.name] = prev
             prev = layer.name
+        unknown = set(self.config.record_times) - set(pre)
+        if unknown:
+            raise ValueError(f"record_times names unknown layers {sorted(unknown)}; spiking layers are {list(pre)}")
         object.__setattr__(self, "layers", layers)
         object.__setattr__(self, "pre", pre)
 
@@ -275,7 +278,9 @@ def build_network(plan: Plan, values: dict[str, np.ndarray]) -> Built:
         # "x = 0*x" keeps the unit of dimensioned states (alpha I_syn, x_syn are in Hz)
         code = [f"{v} = 0" if group.variables[v].dim.is_dimensionless else f"{v} = 0*{v}" for v in state]
         if refractory is not False:
-            code.append("lastspike = -1e4*second")
+            # end refractoriness first: writes to "(unless refractory)" states are skipped while
+            # not_refractory is False, which would carry v over from the previous image
+            code = ["not_refractory = True", "lastspike = -1e4*second"] + code
         if plan.current and layer is plan.layers[0]:
             code.append("I_bias = ta_bias(t, i)")
         group.run_regularly("\n".join(code), dt=T, when="start", order=0, name=f"{layer.name}_image_reset")

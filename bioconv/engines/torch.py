@@ -83,9 +83,9 @@ class LayerPlan:
         return self.layer.name
 
     def drive(self, spikes: torch.Tensor) -> torch.Tensor:
-        """Dense synaptic input (B, Tc, n) from presynaptic spikes (B, Tc, *input_shape) in the compute dtype."""
-        b, tc = spikes.shape[:2]
-        x = spikes.reshape(b * tc, *self.layer.input_shape)
+        """Dense synaptic input (Tc, B, n) from presynaptic spikes (Tc, B, n_pre) in the compute dtype."""
+        tc, b = spikes.shape[:2]
+        x = spikes.reshape(tc * b, *self.layer.input_shape)
         layer = self.layer
         if isinstance(layer, ir.Conv2d):
             out = F.conv2d(x, self.weight, stride=layer.stride, padding=layer.padding)
@@ -93,7 +93,7 @@ class LayerPlan:
             out = F.linear(x, self.weight)
         else:  # pragma: no cover - pools propagate events, MaxPool2d is gated in _run_layer
             raise AssertionError(type(layer))
-        return out.reshape(b, tc, self.n)
+        return out.reshape(tc, b, self.n)
 
     def events(self, b: torch.Tensor, i: torch.Tensor, sign: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Synaptic events (flat targets into (B, n), weights) of presynaptic spikes (image b, neuron i)."""
@@ -176,23 +176,23 @@ def _run_layer(
     plan: LayerPlan,
     pre: torch.Tensor,
     bias: torch.Tensor,
-    n_steps: int,
     dtype: torch.dtype,
     v_steps: Sequence[int] = (),
 ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-    """Simulate one layer over all steps; ``pre`` holds the presynaptic spikes (B, T, n_pre) (int8, signed for input).
+    """Simulate one layer over all steps; ``pre`` holds the presynaptic spikes, time-major (T, B, n_pre)
+    (bool, or int8 signed for the input).
 
-    Returns the bool spikes (B, T, n), the spike counts (B, n) and, if ``v_steps`` is given,
-    the membrane potential (SRM: ``u = psi + r``) after those steps, shape (B, len(v_steps), n).
+    Returns the bool spikes (T, B, n), the spike counts (B, n) and, if ``v_steps`` is given,
+    the membrane potential (SRM: ``u = psi + r``) after those steps, shape (len(v_steps), B, n).
     """
-    batch, device = pre.shape[0], pre.device
+    n_steps, batch, device = pre.shape[0], pre.shape[1], pre.device
     prop = plan.prop
     state = tm.init_state(prop, (batch, plan.n), dtype, device)
     bias_terms = tm.bias_terms(prop, bias)
-    spikes = torch.zeros((batch, n_steps, plan.n), dtype=torch.bool, device=device)
+    spikes = torch.empty((n_steps, batch, plan.n), dtype=torch.bool, device=device)
     counts = torch.zeros((batch, plan.n), dtype=torch.int32, device=device)
     record = {t: k for k, t in enumerate(v_steps)}
-    v_out = torch.zeros((batch, len(v_steps), plan.n), dtype=dtype, device=device) if v_steps else None
+    v_out = torch.empty((len(v_steps), batch, plan.n), dtype=dtype, device=device) if v_steps else None
     gated = isinstance(plan.layer, ir.MaxPool2d)
     if gated:
         pool_counts = torch.zeros((batch, *plan.layer.input_shape), dtype=torch.int32, device=device)
@@ -202,17 +202,17 @@ def _run_layer(
     signed = pre.dtype != torch.bool
     for t0 in range(0, n_steps, chunk):
         t1 = min(n_steps, t0 + chunk)
-        block = pre[:, t0:t1]
+        block = pre[t0:t1]
         dense = bounds = None
         if gated:
             pass
         elif plan.targets is None:
             dense = plan.drive(block.to(dtype))
         else:
-            ev_t, ev_b, ev_i = torch.nonzero(block.transpose(0, 1), as_tuple=True)  # ordered (t, b, i)
+            ev_t, ev_b, ev_i = torch.nonzero(block, as_tuple=True)  # ordered (t, b, i)
             ev_sign = None
             if signed:
-                sign = block[ev_b, ev_t, ev_i]
+                sign = block[ev_t, ev_b, ev_i]
                 if bool((sign < 0).any()):  # Brian2: the positive pathway's synapses first, then <input>_neg's
                     order = torch.sort(ev_t * 2 + (sign < 0), stable=True).indices
                     ev_t, ev_b, ev_i, sign = ev_t[order], ev_b[order], ev_i[order], sign[order]
@@ -222,12 +222,12 @@ def _run_layer(
         for t in range(t0, t1):
             d: tm.Drive = None
             if gated:
-                passed = _gated_pool(plan.layer, block[:, t - t0].reshape(batch, *plan.layer.input_shape), pool_counts, cmax)
+                passed = _gated_pool(plan.layer, block[t - t0].reshape(batch, *plan.layer.input_shape), pool_counts, cmax)
                 if bool(passed.any()):
                     b_idx, j_idx = torch.nonzero(passed, as_tuple=True)
                     d = (b_idx * plan.n + j_idx, torch.full(b_idx.shape, prop.gain, dtype=dtype, device=device))
             elif dense is not None:
-                d = dense[:, t - t0]
+                d = dense[t - t0]
             elif bounds is not None:
                 stop = bounds[t - t0]
                 if stop > start:
@@ -235,10 +235,10 @@ def _run_layer(
                     d = plan.events(ev_b[sl], ev_i[sl], None if ev_sign is None else ev_sign[sl])
                 start = stop
             s_t = tm.step(prop, state, bias_terms, plan.theta, d, t)
-            spikes[:, t] = s_t
+            spikes[t] = s_t
             counts += s_t
             if t in record:
-                v_out[:, record[t]] = state["psi"] + state["r"] if prop.kind == "srm" else state["v"]
+                v_out[record[t]] = state["psi"] + state["r"] if prop.kind == "srm" else state["v"]
     return spikes, counts, v_out
 
 
@@ -265,7 +265,7 @@ def simulate_batch(
     dt_s, dt_ms = float(config.dt / second), float(config.dt / ms)
     rates, signs = encoding.input_rates_hz(images, graph.input)
     trains = encoding.spike_trains(rates, signs, dt_s, n_steps, config.coding, config.seed, first_index)
-    pre = torch.as_tensor(trains, device=device)  # int8 (B, T, n_in)
+    pre = torch.as_tensor(trains, device=device).transpose(0, 1).contiguous()  # int8, time-major (T, B, n_in)
     bias0 = _first_layer_bias(plans, graph, rates, signs, dtype, device) if config.coding == "current" else None
     t_encode = time.perf_counter()
     counts, spike_times = {}, {}
@@ -275,15 +275,16 @@ def simulate_batch(
         for k, plan in enumerate(plans):
             last = k == len(plans) - 1
             bias = bias0 if (k == 0 and bias0 is not None) else plan.i_bias
-            spikes, n_spikes, v = _run_layer(plan, pre, bias, n_steps, dtype, v_steps if last else ())
+            spikes, n_spikes, v = _run_layer(plan, pre, bias, dtype, v_steps if last else ())
             counts[plan.name] = n_spikes.cpu().numpy().astype(np.int64)
             if plan.name in config.record_times:
-                img, t, nrn = (a.cpu().numpy() for a in torch.nonzero(spikes, as_tuple=True))
-                spike_times[plan.name] = (img, nrn, t * dt_ms)
+                t, img, nrn = (a.cpu().numpy() for a in torch.nonzero(spikes, as_tuple=True))
+                order = np.lexsort((nrn, t, img))  # by image, then time (as Brian2)
+                spike_times[plan.name] = (img[order], nrn[order], t[order] * dt_ms)
             if last:
-                per_bin = spikes.reshape(spikes.shape[0], config.n_bins, spb, plan.n).sum(2)
-                output_counts = per_bin.cumsum(1).cpu().numpy().astype(np.int64)
-                out_v = None if v is None else v.cpu().numpy().astype(np.float64)
+                per_bin = spikes.reshape(config.n_bins, spb, spikes.shape[1], plan.n).sum(1, dtype=torch.int64)
+                output_counts = per_bin.cumsum(0).permute(1, 0, 2).cpu().numpy()
+                out_v = None if v is None else v.permute(1, 0, 2).cpu().numpy().astype(np.float64)
             pre = spikes
     timings = {"encode_s": t_encode - t_start, "run_s": time.perf_counter() - t_encode}
     return counts, output_counts, out_v, spike_times, timings
