@@ -1,10 +1,13 @@
 r"""Study 4 (seed 000 Fig. 4): accuracy loss and latency vs the target max firing rate.
 
 MCR-Norm on the standard IF neuron (reset to zero, delta synapses) with every layer scanned
-to a max rate from 50 to 1000 Hz (input at twice the target, capped at 1000 Hz). Latency
-is the time after which accuracy stays within 0.1 % of its final value. Seed 000 finds the
+to a max rate from 50 to 500 Hz (input at twice the target, capped at 1000 Hz). Latency
+is the time after which accuracy stays within 0.1 % of its final value; the figure also
+shows the first time accuracy reaches 95 %, which is less sensitive to single late flips. Seed 000 finds the
 accuracy dropping at high rates, latency growing at low rates, and the balance at
-200-400 Hz, close to the ~200 Hz biological ceiling (shaded/dotted in the figure).
+200-400 Hz, close to the ~200 Hz biological ceiling (shaded/dotted in the figure). Targets
+above 500 Hz are unreachable for the standard IF neuron at dt = 1 ms (see :func:`run_one`);
+the scan then fails with "needs a gain outside", which :func:`run_one` records.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ import pandas as pd
 from studies import common
 
 NAME = "rate_range"
-RATES_HZ = (50.0, 100.0, 200.0, 300.0, 400.0, 450.0, 500.0, 1000.0)
+RATES_HZ = (50.0, 100.0, 200.0, 300.0, 400.0, 450.0, 500.0)
 QUICK_RATES_HZ = (100.0, 200.0, 400.0)
+REACH = 0.95  # second, less noisy latency: first time the accuracy reaches 95 %
 
 
 def grid(quick: bool = False) -> list[dict]:
@@ -46,6 +50,9 @@ def plot(table: pd.DataFrame, outdir) -> list:
     rows = table[table.kind == "layer"].groupby("rate_hz")[
         ["snn_accuracy", "ann_accuracy", "loss_pct", "latency_ms", "spikes_per_image", "synops_per_image",
          "energy_alpha", "duration_ms", "n_images"]].first().reset_index()
+    t = table[table.kind == "time"]
+    reach = t[t.accuracy >= REACH].groupby("rate_hz").t_ms.min()
+    rows[f"t_reach_{int(100 * REACH)}pct_ms"] = rows.rate_hz.map(reach)
     fig, axes = figure(ncols=2, height=2.4)
     ax = axes[0][0]
     mark_rate_band(ax)
@@ -56,9 +63,12 @@ def plot(table: pd.DataFrame, outdir) -> list:
     ax.legend(loc="upper left")
     ax = axes[0][1]
     mark_rate_band(ax)
-    ax.plot(rows.rate_hz, rows.latency_ms, marker="o", color="C1")
+    ax.plot(rows.rate_hz, rows.latency_ms, marker="o", color="C1", label="final accuracy ±0.1 %")
+    ax.plot(rows.rate_hz, rows[f"t_reach_{int(100 * REACH)}pct_ms"], marker="s", color="C2",
+            label=f"first ≥ {100 * REACH:g} % accuracy")
     ax.set_xlabel("target max rate (Hz)")
-    ax.set_ylabel("latency to final accuracy ±0.1 % (ms)")
+    ax.set_ylabel("latency (ms)")
+    ax.legend(loc="upper right")
     ax.set_title("(b) inference latency")
     for ax in axes[0]:
         for r in bad:

@@ -13,14 +13,20 @@ threshold in step :math:`t`) reach layer :math:`n+1` in the synapse slot of step
 step of delay. Input spike train row :math:`t` (:func:`bioconv.encoding.spike_trains`,
 same seed rule, so identical trains in both engines) is delivered to layer 1 at step
 :math:`t` in the same way. Because the network is feed-forward, the engine runs
-*layer by layer over all time steps*: the synaptic drive of a layer for a chunk of steps
-is computed for a chunk of steps at once, followed by the per-step neuron updates; this
-is exactly the step-by-step result. Two ways to compute the input (``propagation``):
+*layer by layer over all time steps* (spikes stored time-major, (T, B, n)): the synaptic
+input of a layer is prepared for a chunk of steps at once, followed by the per-step neuron
+updates; this is exactly the step-by-step result. Two ways to compute the input
+(``propagation``):
 
 * ``"event"`` (default): every presynaptic spike adds its outgoing weights to the target
   state with ``index_add_``, one by one in Brian2's order (by presynaptic index, positive
   input pathway before ``<input>_neg``), so float64 CPU sums are Brian2's bit for bit;
-* ``"dense"``: ``conv2d``/``linear`` of the (images × steps) spike maps (float32 / GPU).
+* ``"dense"``: ``conv2d``/``linear`` of the (steps × images) spike maps (float32 / GPU);
+  pools still propagate events.
+
+The Brian2 engine does not implement the gated max-pool (it raises ``ValueError``), so
+max-pool networks run only here (checked against the numpy reference
+:meth:`bioconv.connectivity.GatedMaxPool.run`).
 
 ``coding="current"``: no input spikes; layer 1 receives the constant current
 :math:`\sum_i w_{ji}\,\mathrm{sign}(x_i) r_i` (:func:`bioconv.encoding.input_current`),
