@@ -43,7 +43,9 @@ def _savefig_atomic(fig, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
     try:
-        fig.savefig(tmp, format=path.suffix[1:])
+        # no creation date in the PDF, so an unchanged figure gives an unchanged file
+        meta = {"CreationDate": None} if path.suffix == ".pdf" else {}
+        fig.savefig(tmp, format=path.suffix[1:], metadata=meta)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -26,15 +26,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from studies.common import NEURONS
+
 NAME = "response_curves"
-NEURONS = {
-    "IF-zero": ("if", {"reset": "zero"}),
-    "IF-sub": ("if", {"reset": "subtract"}),
-    "LIF": ("lif", {"tau_m_ms": 20.0, "reset": "zero"}),
-    "SRM": ("srm", {"tau_s_ms": 1.0, "tau_r_ms": 1.0}),
-}
-
-
 COLORS = {"IF-zero": "C0", "IF-sub": "C1", "LIF": "C2", "SRM": "C3"}
 
 
@@ -58,18 +52,10 @@ def grid(quick: bool = False) -> list[dict]:
 
 
 def make_models(neuron: str, synapse: str):
-    """(neuron model, synapse model) objects for a row label of :data:`NEURONS`."""
-    from bioconv.neurons import make_neuron
-    from bioconv.synapses import make_synapse
+    """(neuron model, synapse model); synapse ``none`` (constant current) gets an unused delta."""
+    from studies.common import make_models as _make
 
-    kind, params = NEURONS[neuron]
-    return make_neuron(kind, **_unit_kwargs(params)), make_synapse("delta" if synapse == "none" else synapse)
-
-
-def _unit_kwargs(params: dict) -> dict:
-    from brian2 import ms
-
-    return {(k[:-3] if k.endswith("_ms") else k): (v * ms if k.endswith("_ms") else v) for k, v in params.items()}
+    return _make(neuron, "delta" if synapse == "none" else synapse)
 
 
 def lif_analytic_hz(x: np.ndarray, tau_m_ms: float = 20.0, tau_ms: float = 1.0, theta: float = 1.0) -> np.ndarray:

@@ -166,9 +166,15 @@ def test_memory_preflight_refuses_huge_network():
     with pytest.raises(MemoryError, match=r"GiB.*limit.*smaller network.*GPU.*build-then-run"):
         memory.preflight(graph)
     with pytest.raises(MemoryError):
-        engine.Simulator(graph, CFG, device="cpp").run(np.zeros((1, 64, 300, 300), np.float32), [0])
+        engine.Simulator(graph, SimConfig(), device="cpp").run(np.zeros((1, 64, 300, 300), np.float32), [0])
     small = memory.preflight(tiny_graph(), limit_bytes=10**9)
     assert 0 < small.bytes < 10**6
+
+
+def test_unknown_record_times_layer_is_a_clear_error(images):
+    x, y = images
+    with pytest.raises(ValueError, match="record_times names unknown layers"):
+        engine.simulate(tiny_graph(), x, y, SimConfig(duration=5 * ms, record_times=("nope",)))
 
 
 # --------------------------------------------------------------------------- standalone
@@ -214,3 +220,4 @@ def test_standalone_new_parameters_without_recompile(cpp_sim, images):
     reused = engine.Simulator(tiny_graph(), CFG, device="cpp", batch_size=3)
     res = reused.run(x, y)
     assert reused.directory == cpp_sim.directory and res.timings["compile_s"] == 0.0
+

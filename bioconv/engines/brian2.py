@@ -156,8 +156,8 @@ class Simulator:
         if self.plan is not None:
             log.warning("images have negative pixels: rebuilding the network with signed input")
         batch = self.batch_size or min(DEFAULT_BATCH, len(images))
-        self.plan = Plan(self.graph, self.config, int(batch), signed)
         preflight(self.graph, batch_steps=batch * self.config.n_steps, mode="build", signed=signed)
+        self.plan = Plan(self.graph, self.config, int(batch), signed)
         if self.device != "runtime":
             self._build_standalone()
 
