@@ -10,7 +10,7 @@ import pytest
 
 pytestmark = pytest.mark.cuda
 
-brian2cuda = pytest.importorskip("brian2cuda", reason="needs the brian2cuda env: make cuda-env, then run with .venv-cuda")
+import brian2cuda  # noqa: E402,F401  -- must import here: this file runs only in .venv-cuda (make test)
 
 
 @pytest.fixture(scope="module")
