@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from bioconv import ir
+from bioconv.atomic import atomic_path
 from bioconv.neurons import model_to_dict, neuron_from_dict
 from bioconv.synapses import synapse_from_dict
 
@@ -78,20 +78,11 @@ def graph_to_json(graph: ir.Graph, arrays: dict[str, np.ndarray]) -> dict[str, A
 def save_graph(graph: ir.Graph, path: str | os.PathLike) -> Path:
     """Write ``graph`` to ``path`` atomically; returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {}
     doc = graph_to_json(graph, arrays)
     payload = json.dumps(doc, sort_keys=True, allow_nan=False).encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **{"graph.json": np.frombuffer(payload, dtype=np.uint8)}, **arrays)
-        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **{"graph.json": np.frombuffer(payload, dtype=np.uint8)}, **arrays)
     return path
 
 

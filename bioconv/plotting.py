@@ -8,7 +8,6 @@ atomically, so a figure and its numbers never disagree.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -17,6 +16,7 @@ matplotlib.use(os.environ.get("MPLBACKEND", "Agg"))
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from bioconv.atomic import atomic_path  # noqa: E402
 from bioconv.simulation import write_table_atomic  # noqa: E402
 
 STYLE = Path(__file__).with_name("bioconv.mplstyle")
@@ -40,17 +40,10 @@ def figure(ncols: int = 1, nrows: int = 1, width: float | None = None, height: f
 
 
 def _savefig_atomic(fig, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        # no creation date in the PDF, so an unchanged figure gives an unchanged file
-        meta = {"CreationDate": None} if path.suffix == ".pdf" else {}
+    # no creation date in the PDF, so an unchanged figure gives an unchanged file
+    meta = {"CreationDate": None} if path.suffix == ".pdf" else {}
+    with atomic_path(path, suffix=".tmp" + path.suffix) as tmp:
         fig.savefig(tmp, format=path.suffix[1:], metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_figure(fig, data: pd.DataFrame, outdir: str | os.PathLike, name: str) -> list[Path]:

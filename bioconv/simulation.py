@@ -7,7 +7,6 @@ so their results compare field by field and turn into the same tidy table.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 from brian2 import Quantity, ms, second
 
+from bioconv.atomic import atomic_path
 from bioconv.neurons import _check_time, time_field
 
 Coding = Literal["bernoulli", "poisson", "current"]
@@ -221,18 +221,9 @@ def concat_results(results: list[SimResult]) -> SimResult:
 def write_table_atomic(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write a parquet (or .csv) table atomically: temp file in the same folder, then rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         if path.suffix == ".csv":
             table.to_csv(tmp, index=False)
         else:
             table.to_parquet(tmp, index=False)
-        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path

@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import subprocess
-import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from importlib import metadata
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any, Callable, Iterable, Literal, Mapping, Optional, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
+from bioconv.atomic import atomic_path
 from bioconv.simulation import write_table_atomic
 
 log = logging.getLogger(__name__)
@@ -75,15 +75,8 @@ def provenance() -> dict[str, Any]:
 
 
 def _write_json_atomic(data: Mapping[str, Any], path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True, default=str)
 
 
 class ResultCache:

@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
+
+from bioconv.atomic import atomic_path
 
 FORMAT = "bioconv-ann"
 FORMAT_VERSION = 1
@@ -60,15 +61,8 @@ def save_checkpoint(model: torch.nn.Module, meta: Mapping[str, Any], path: str |
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, "version": FORMAT_VERSION, "state_dict": state, "meta": meta}, tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -97,8 +91,3 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> tuple
         raise ValueError(f"{path}: weights do not fit spec {meta['spec']!r} ({exc})") from exc
     return model.eval(), meta
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -25,6 +25,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from bioconv.atomic import atomic_path
+
 logger = logging.getLogger(__name__)
 
 ENV_DATA_DIR = "BIOCONV_DATA_DIR"
@@ -110,22 +112,17 @@ def download(remote: RemoteFile, folder: Path) -> Path:
     errors = []
     for mirror in remote.mirrors:
         url = mirror + remote.name
-        fd, tmp = tempfile.mkstemp(prefix=remote.name, suffix=".part", dir=folder)
         try:
-            logger.info("downloading %s", url)
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
-                shutil.copyfileobj(resp, out)
-            got = sha256(Path(tmp))
-            if got != remote.sha256:
-                raise ValueError(f"checksum mismatch for {url}: sha256 {got}, expected {remote.sha256}")
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files
-            os.replace(tmp, target)
+            with atomic_path(target, suffix=".part") as tmp:
+                logger.info("downloading %s", url)
+                with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+                    shutil.copyfileobj(resp, out)
+                got = sha256(tmp)
+                if got != remote.sha256:
+                    raise ValueError(f"checksum mismatch for {url}: sha256 {got}, expected {remote.sha256}")
             return target
         except (OSError, ValueError) as exc:  # URLError is an OSError
             errors.append(f"{url}: {exc}")
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
     raise FileNotFoundError(f"could not download {remote.name} into {folder}:\n  " + "\n  ".join(errors)
                             + f"\nDownload it by hand (sha256 {remote.sha256}) and put it into {folder}.")
 
@@ -182,8 +179,3 @@ def _extract_cifar(archive: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
