@@ -80,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m studies.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=2, help="training epochs if no checkpoint (default 2)")
+    p.add_argument("--epochs", type=int, default=5, help="training epochs if no checkpoint (default 5)")
     p.add_argument("--calib", type=int, default=500, help="images for activation statistics (default 500)")
-    p.add_argument("--calib-sim", type=int, default=10, help="images simulated in the MCR scan (default 10)")
+    p.add_argument("--calib-sim", type=int, default=30, help="images simulated in the MCR scan (default 30)")
     p.add_argument("--calib-duration", type=float, default=150.0, help="ms per scan image (default 150)")
     p.add_argument("--n-test", type=int, default=500, help="test images in Brian2 (default 500)")
     p.add_argument("--duration", type=float, default=200.0, help="ms per test image (default 200)")
