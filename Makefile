@@ -11,6 +11,7 @@ SHARED_MNIST := $(abspath ../shared/datasets/mnist)
 export BIOCONV_DATA_DIR ?= $(if $(wildcard $(SHARED_MNIST)),$(SHARED_MNIST),)
 export BRIAN_CACHE_DIR := $(abspath .cache/brian)
 export MPLBACKEND := Agg
+export NUMBA_CACHE_DIR := $(abspath .cache/numba)
 PYTEST_ARGS ?=
 
 .PHONY: venv cuda-env demo test test-fast cuda-build bench clean

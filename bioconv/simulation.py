@@ -101,6 +101,9 @@ class SimResult:
         Output membrane potential at the end of each bin (voltage readout).
     labels : int array (n_images,)
     spike_times : dict layer name -> (image, neuron, t_ms) arrays, for ``config.record_times``.
+    layer_bin_counts : dict layer name -> int array (n_images, n_bins)
+        Spikes of the whole layer in each time bin (not cumulative); their sum over bins is
+        ``counts[layer].sum(axis=1)``. Gives spikes per image up to any time (:meth:`spikes_vs_time`).
     """
 
     engine: str
@@ -112,6 +115,7 @@ class SimResult:
     spike_times: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
     timings: Mapping[str, float] = field(default_factory=dict)
     meta: Mapping[str, Any] = field(default_factory=dict)
+    layer_bin_counts: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_images(self) -> int:
@@ -154,6 +158,12 @@ class SimResult:
 
     def spikes_per_image(self) -> np.ndarray:
         return sum(c.sum(axis=1) for c in self.counts.values())
+
+    def spikes_vs_time(self) -> np.ndarray:
+        """Spikes per image (all layers) up to the end of each bin, shape (n_images, n_bins)."""
+        if not self.layer_bin_counts:
+            raise ValueError("this result has no per-bin layer counts (layer_bin_counts)")
+        return np.cumsum(sum(self.layer_bin_counts.values()), axis=1)
 
     def to_table(self) -> pd.DataFrame:
         """Tidy table: one row per image × layer (rates in Hz, times in ms)."""
@@ -215,6 +225,7 @@ def concat_results(results: list[SimResult]) -> SimResult:
         spike_times=spike_times,
         timings=timings,
         meta=dict(first.meta),
+        layer_bin_counts={k: cat([r.layer_bin_counts[k] for r in results]) for k in first.layer_bin_counts},
     )
 
 

@@ -34,7 +34,7 @@ NEURONS = {
     "SRM": ("srm", {"tau_s_ms": 1.0, "tau_r_ms": 1.0}),
 }
 CONVERSION_KEYS = ("dataset", "ckpt", "ckpt_sha256", "method", "rate_hz", "input_rate_hz", "neuron", "synapse",
-                   "calib_n", "calib_duration_ms", "dt_ms", "norm_engine", "seed")
+                   "calib_n", "calib_duration_ms", "dt_ms", "norm_engine", "seed", "pools", "rho_from_slope")
 
 
 def cache_dir() -> Path:
@@ -133,7 +133,7 @@ def net_config(study: str, quick: bool, **overrides: Any) -> dict:
         "input_rate_hz": None, "neuron": "IF-zero", "synapse": "delta",
         "calib_n": 20 if quick else 100, "calib_duration_ms": 100.0, "norm_engine": "torch",
         "n_images": 50 if quick else 300, "duration_ms": 100.0 if quick else 300.0, "dt_ms": 1.0,
-        "bin_ms": 1.0, "engine": "torch", "coding": "bernoulli", "seed": 0,
+        "bin_ms": 1.0, "engine": "torch", "coding": "bernoulli", "seed": 0, "pools": "fold",
     }
     cfg.update(overrides)
     path = resolve_checkpoint(cfg["ckpt"], cfg["dataset"])  # "auto" → a concrete file, hashed into the config
@@ -176,7 +176,7 @@ def converted_graph(cfg: dict):
     from bioconv.graphio import load_graph, save_graph
     from bioconv.sweep import config_hash
 
-    key = {k: cfg.get(k) for k in CONVERSION_KEYS}
+    key = {k: cfg[k] for k in CONVERSION_KEYS if k in cfg}  # optional keys only when set (stable hashes)
     key["ckpt"] = str(resolve_checkpoint(cfg["ckpt"], cfg["dataset"]))
     if cfg["method"] in ("max", "robust"):  # no simulation involved
         key.pop("calib_duration_ms"), key.pop("norm_engine")
@@ -189,7 +189,9 @@ def converted_graph(cfg: dict):
     from bioconv.normalize.stats import activation_stats
 
     torch.set_num_threads(int(os.environ.get("BIOCONV_TORCH_THREADS", "1")))
-    ann = ann_graph(key["ckpt"])
+    from bioconv.pool_folding import prepare_pools
+
+    ann = prepare_pools(ann_graph(key["ckpt"]), cfg.get("pools", "fold"))
     cx, cy = _calib(cfg)
     stats = activation_stats(ann, cx)
     neuron, synapse = make_models(cfg["neuron"], cfg["synapse"])
@@ -203,7 +205,7 @@ def converted_graph(cfg: dict):
         graph = data_based.robust_norm(ann, stats, percentile=99.9, **common)
     elif method == "mcr":
         graph = mcr.mcr_norm(ann, stats, make_probe(cfg, cx, cy), calib_images=cx, calib_labels=cy,
-                             progress=False, **common)
+                             rho_from_slope=bool(cfg.get("rho_from_slope", False)), progress=False, **common)
     elif method == "spike":
         graph = _spike_norm(ann, stats, cfg, cx, cy, common)
     else:
@@ -233,6 +235,13 @@ def sim_config(cfg: dict, duration_ms: Optional[float] = None):
                      bin=cfg.get("bin_ms", dt) * ms)
 
 
+def brian2_workers() -> int:
+    """Standalone binaries run in parallel per simulation (``$BIOCONV_BRIAN2_WORKERS``, default 1).
+
+    Results do not depend on it (every image has its own seeded input and starts from rest)."""
+    return max(1, int(os.environ.get("BIOCONV_BRIAN2_WORKERS", "1")))
+
+
 def simulate(graph, cfg: dict, duration_ms: Optional[float] = None):
     """Simulate the config's test images (the first ``n_images``) with its engine."""
     import torch
@@ -245,6 +254,7 @@ def simulate(graph, cfg: dict, duration_ms: Optional[float] = None):
     if cfg["engine"] == "brian2":
         opts = {"device": cfg.get("device", "runtime"), "target": cfg.get("target", "numpy")}
         if opts["device"] != "runtime":
+            opts["workers"] = brian2_workers()
             from bioconv.sweep import config_hash
 
             opts["build_dir"] = str(cache_dir() / "brian2_build" / config_hash(cfg))

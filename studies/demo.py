@@ -4,7 +4,8 @@ Steps, each timed:
 
 1. ANN: reuse ``runs/ann/cnn7-mnist.pt`` if its metadata says cnn7 on MNIST, else train
    cnn7 for a few epochs (Adadelta, batch 100) and save it there.
-2. Convert: activation statistics on 500 training images, then MCR-Norm (standard IF,
+2. Convert: average pools folded into the next layer (:mod:`bioconv.pool_folding`),
+   activation statistics on 500 training images, then MCR-Norm (standard IF,
    reset to zero, delta synapses, dt = 1 ms, Bernoulli input at up to 400 Hz) with every
    layer's max rate scanned to 200 Hz ± 2 % by the torch engine on a calibration subset.
 3. Simulate 500 test images in Brian2 ``cpp_standalone`` (one compiled binary, run by
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from bioconv.graphio import save_graph
     from bioconv.normalize import activation_stats, mcr_norm
     from bioconv.normalize.probes import TorchProbe
+    from bioconv.pool_folding import prepare_pools
     from bioconv.simulation import SimConfig
 
     p = argparse.ArgumentParser(prog="python -m studies.demo", description=__doc__,
@@ -88,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=200.0, help="ms per test image (default 200)")
     p.add_argument("--workers", type=int, default=2, help="standalone binaries in parallel (default 2)")
     p.add_argument("--device", default="cpp", choices=("cpp", "runtime"), help="Brian2 device (default cpp)")
+    p.add_argument("--pools", default="fold", choices=("fold", "spiking"),
+                   help="average pools folded into the next layer (default) or spiking IF pools")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--figures", default="figures")
     args = p.parse_args(argv)
@@ -100,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     times["ann_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    graph = from_torch(model, meta["input_shape"])
+    graph = prepare_pools(from_torch(model, meta["input_shape"]), args.pools)
     cal = subset(load_dataset("mnist", "train"), args.calib, seed=args.seed)
     stats = activation_stats(graph, cal.images)
     sim_cal = cal.take(slice(0, args.calib_sim))

@@ -52,7 +52,7 @@ def latency_ms(t_ms: np.ndarray, acc: np.ndarray, tol: float = 0.001) -> float:
 
 def summarize(result, graph, x: np.ndarray, ann_correct: Optional[np.ndarray] = None) -> pd.DataFrame:
     """Tidy table of one simulation of images ``x``: ``kind="layer"`` rows (image × layer, incl.
-    the input) and ``kind="time"`` rows (accuracy per time bin), with per-run metrics broadcast."""
+    the input) and ``kind="time"`` rows (accuracy and mean spikes per image ``spikes_to_t`` up to each time bin), with per-run metrics broadcast."""
     from brian2 import second
 
     from bioconv.encoding import input_rates_hz, spike_probability
@@ -81,6 +81,8 @@ def summarize(result, graph, x: np.ndarray, ann_correct: Optional[np.ndarray] = 
     acc = result.accuracy_vs_time()
     time_rows = pd.DataFrame({"kind": "time", "engine": result.engine, "layer": "output",
                               "image": -1, "t_ms": t_ms, "accuracy": acc})
+    if result.layer_bin_counts:  # mean spikes per image (all layers) up to each bin's end
+        time_rows["spikes_to_t"] = result.spikes_vs_time().mean(axis=0)
     table = pd.concat([table, time_rows], ignore_index=True)
     net = table[(table.kind == "layer") & (table.layer != "input")]
     spikes_img = net.groupby("image").spikes.sum()

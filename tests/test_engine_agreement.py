@@ -2,8 +2,8 @@
 
 Random-weight ``tiny`` and ``cnn7`` graphs (zoo layouts, thresholds scaled so every layer
 spikes), real MNIST test images, identical input trains (same seed). float64 torch with
-event propagation adds synaptic weights in Brian2's order, so IF/LIF with delta synapses
-must agree on every neuron; alpha synapses and SRM use closed-form coefficients that may
+event propagation (and the fused kernel, the default "auto" for IF/LIF-delta) adds synaptic
+weights in Brian2's order, so IF/LIF with delta synapses must agree on every neuron; alpha synapses and SRM use closed-form coefficients that may
 differ from Brian2's sympy expressions in the last bit, so ≥ 99.9 % of neurons must agree.
 """
 
@@ -54,9 +54,9 @@ def network(arch: str, images: np.ndarray, neuron, synapse):
     return graph
 
 
-def compare(graph, images, labels, config, **brian_options):
+def compare(graph, images, labels, config, propagation="auto", **brian_options):
     ref = b2.simulate(graph, images, labels, config, **brian_options)
-    got = te.simulate(graph, images, labels, config, dtype="float64", progress=False)
+    got = te.simulate(graph, images, labels, config, dtype="float64", progress=False, propagation=propagation)
     same = {k: ref.counts[k] == got.counts[k] for k in ref.counts}
     fraction = sum(int(s.sum()) for s in same.values()) / sum(s.size for s in same.values())
     per_layer = {k: float(ref.counts[k].mean()) for k in ref.counts}
@@ -65,17 +65,24 @@ def compare(graph, images, labels, config, **brian_options):
     return ref, got, fraction
 
 
+@pytest.mark.parametrize("propagation", ["event", "auto"])
 @pytest.mark.parametrize("neuron,synapse", EXACT)
-def test_tiny_exact_vs_runtime(mnist, neuron, synapse):
+def test_tiny_exact_vs_runtime(mnist, neuron, synapse, propagation):
+    """Both exact torch paths: ``event`` and ``auto`` (the fused kernel, or event for refractory LIF)."""
     x, y = mnist[0][:4], mnist[1][:4]
     cfg = SimConfig(duration=60 * ms, bin=10 * ms, readout="voltage")
     # Brian2 runs a batch of images back to back; with a refractory period the images after the
     # first do not reproduce their single-image run there (reported), so compare one image per run.
     options = {"batch_size": 1} if float(neuron.refractory) > 0 else {}
-    ref, got, fraction = compare(network("tiny", mnist[0], neuron, synapse), x, y, cfg, **options)
+    ref, got, fraction = compare(network("tiny", mnist[0], neuron, synapse), x, y, cfg, propagation, **options)
     assert fraction == 1.0
     np.testing.assert_array_equal(ref.output_counts, got.output_counts)
     np.testing.assert_array_equal(ref.output_v, got.output_v)  # the same float64 arithmetic, bit for bit
+    # spikes per layer and time bin (PopulationRateMonitor in Brian2) agree and add up to the counts
+    for name in ref.counts:
+        np.testing.assert_array_equal(ref.layer_bin_counts[name], got.layer_bin_counts[name])
+        np.testing.assert_array_equal(ref.layer_bin_counts[name].sum(axis=1), ref.counts[name].sum(axis=1))
+    assert ref.spikes_vs_time()[:, -1].tolist() == ref.spikes_per_image().tolist()
 
 
 @pytest.mark.parametrize("neuron,synapse", CLOSE)
@@ -113,6 +120,7 @@ def test_cnn7_vs_cpp_standalone_200_images(mnist, tmp_path):
     assert fraction == 1.0
     np.testing.assert_array_equal(ref.predictions(), got.predictions())
     np.testing.assert_array_equal(ref.output_counts, got.output_counts)
+    np.testing.assert_array_equal(ref.spikes_vs_time(), got.spikes_vs_time())
 
 
 @pytest.mark.slow

@@ -316,9 +316,10 @@ def test_convert_cli_writes_normalized_graph(tmp_path, capsys, mnist_dir):
     assert norm["method"] == "robust" and norm["percentile"] == 99.0 and norm["form"] == "thresholds"
     assert norm["calibration"]["n"] == 20 and norm["neuron"]["kind"] == "lif" and g.neuron.reset == "subtract"
     assert "lambda" in capsys.readouterr().out
+    assert [l.name for l in g.spiking_layers] == ["conv1", "conv2", "fc1"] and g.meta["folded_pools"] == ["pool1", "pool2"]
     out = tmp_path / "spike.bcv"
     assert cli_main(["convert", str(ckpt), "--norm", "spike", "--calib", "20", "--calib-sim", "2",
-                     "--duration", "30ms", "--out", str(out)]) == 0
+                     "--duration", "30ms", "--pools", "spiking", "--out", str(out)]) == 0
     norm = load_graph(out).meta["normalization"]
     assert norm["method"] == "spike" and norm["calibration"]["n_simulated"] == 2
     assert set(norm["achieved_max_rate_hz"]) == {"conv1", "pool1", "conv2", "pool2", "fc1"}

@@ -149,7 +149,7 @@ def test_response_curves_quick_writes_figure(tmp_path):
 
 
 NETWORK_STUDIES = ["rate_degeneration", "norm_comparison", "rate_range", "convergence",
-                   "accuracy_table", "neuron_models", "dt_fidelity"]
+                   "accuracy_table", "neuron_models", "dt_fidelity", "conversion_acceptance"]
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +190,31 @@ def test_network_study_quick_end_to_end(name, quick_env):
     assert layer_rows.snn_accuracy.between(0, 1).all() and (layer_rows.spikes_per_image > 0).all()
     assert (layer_rows.synops_per_image > layer_rows.spikes_per_image).all()
     assert set(table.ckpt) == {str(ckpt)} or all(str(ckpt).endswith(c) for c in set(table.ckpt))
+
+
+@pytest.mark.slow
+def test_conversion_acceptance_checks_calibration_rates_and_matches_spikes(quick_env):
+    """Issue 5: MCR's calibration max rates re-measured in Brian2 are within ±2 %; spikes vs time add up."""
+    from bioconv.commands.study import run_study
+    from studies import conversion_acceptance as ca
+
+    out, ckpt = quick_env
+    run_study("conversion_acceptance", quick=True, ckpt=str(ckpt), out=out, figures=out / "fig")  # cached
+    table = pd.read_parquet(out / "conversion_acceptance-quick.parquet")
+    calib = table[(table.kind == "calib") & (table.method == "mcr")]
+    assert len(calib) == 6 and not calib.layer.str.startswith("pool").any()  # 2 variants × 3 layers; pools folded
+    assert (abs(calib.max_rate_hz / calib.target_rate_hz - 1) <= 0.02).all(), calib
+    table = table.assign(variant=ca.variant(table))
+    times = table[table.kind == "time"]
+    for name, g in times.groupby("variant"):
+        assert g.spikes_to_t.is_monotonic_increasing
+        layer_rows = table[(table.kind == "layer") & (table.variant == name) & (table.layer != "input")]
+        assert g.spikes_to_t.iloc[-1] == pytest.approx(layer_rows.groupby("image").spikes.sum().mean())
+    summary = ca.summary(table).set_index("variant")
+    assert set(summary.index) == {"mcr", "mcr-slope", "max", "robust"}
+    assert summary.loc["mcr", "calib_within_tolerance"] and summary.loc["mcr-slope", "calib_within_tolerance"]
+    matched = ca.matched_spikes(table)
+    assert set(matched.columns) >= {"accuracy_level", "variant", "t_ms", "spikes_per_image"}
 
 
 @pytest.mark.slow

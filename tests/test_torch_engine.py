@@ -169,3 +169,61 @@ def test_bad_options_raise(tiny, mnist_small):
         te.simulate(graph, x, y, SimConfig(record_times=("nope",)))
     with pytest.raises(ValueError, match="images"):
         te.simulate(graph, x[:, 0], y, SimConfig())
+
+
+FUSED_MODELS = [
+    pytest.param(IF(reset="zero"), id="if-zero"),
+    pytest.param(IF(reset="subtract"), id="if-subtract"),
+    pytest.param(LIF(tau_m=20 * ms, reset="zero"), id="lif-zero"),
+    pytest.param(LIF(tau_m=5 * ms, reset="subtract"), id="lif-subtract"),
+    pytest.param((IF(reset="zero"), Alpha(tau_s=1 * ms)), id="if-zero-alpha"),
+    pytest.param((LIF(tau_m=10 * ms, reset="subtract"), Alpha(tau_s=2 * ms)), id="lif-subtract-alpha"),
+    pytest.param(SRM(tau_s=1 * ms, tau_r=2 * ms), id="srm"),
+]
+
+
+@pytest.mark.parametrize("neuron", FUSED_MODELS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_fused_kernel_is_bit_identical_to_event_propagation(tiny, mnist_small, neuron, dtype):
+    """The compiled kernel does the event path's additions in the same order: float64 counts, bins and v
+    identical; float32 within rounding."""
+    x, y = mnist_small
+    neuron, synapse = neuron if isinstance(neuron, tuple) else (neuron, Delta())
+    graph = tiny.with_models(neuron=neuron, synapse=synapse)
+    if not isinstance(neuron, IF):  # LIF leaks, SRM does not integrate: lower thresholds so all layers spike
+        for layer in graph.spiking_layers:
+            graph = graph.replace_layer(layer.name, threshold=layer.threshold * (0.1 if isinstance(neuron, SRM) else 0.5))
+    for images in (x, x - 0.3):  # the second has negative pixels: the signed (<input>_neg) pathway
+        cfg = SimConfig(duration=60 * ms, bin=10 * ms, readout="voltage", seed=4)
+        ref = te.simulate(graph, images, y, cfg, dtype=dtype, propagation="event", progress=False)
+        got = te.simulate(graph, images, y, cfg, dtype=dtype, propagation="fused", batch_size=3, progress=False)
+        assert got.meta["propagation"] == "fused" and sum(v.sum() for v in ref.counts.values()) > 100
+        if dtype == "float64":
+            for name in ref.counts:
+                np.testing.assert_array_equal(got.counts[name], ref.counts[name])
+                np.testing.assert_array_equal(got.layer_bin_counts[name], ref.layer_bin_counts[name])
+            np.testing.assert_array_equal(got.output_counts, ref.output_counts)
+            np.testing.assert_array_equal(got.output_v, ref.output_v)
+        else:  # float32: LIF's e_m·v and the bias term round differently (torch scales by a double scalar)
+            same = sum((got.counts[k] == ref.counts[k]).sum() for k in ref.counts)
+            assert same / sum(v.size for v in ref.counts.values()) >= 0.999
+            np.testing.assert_allclose(got.output_v, ref.output_v, rtol=1e-5, atol=1e-5)
+
+
+def test_auto_propagation_picks_fused_or_falls_back(tiny, mnist_small):
+    x, y = mnist_small
+    cfg = SimConfig(duration=20 * ms)
+    assert te.simulate(tiny.with_models(neuron=IF(), synapse=Delta()), x[:2], y[:2], cfg,
+                       progress=False).meta["propagation"] == "fused"
+    unsupported = [
+        (tiny.with_models(neuron=LIF(refractory=2 * ms), synapse=Delta()), cfg, "refractory"),
+        (tiny.with_models(neuron=IF(), synapse=Delta()), SimConfig(duration=20 * ms, coding="current"), "current"),
+        (tiny.with_models(neuron=IF(), synapse=Delta()), SimConfig(duration=20 * ms, record_times=("l1",)),
+         "record_times"),
+    ]
+    for graph, config, reason in unsupported:
+        if config.record_times:
+            config = SimConfig(duration=20 * ms, record_times=(graph.spiking_layers[0].name,))
+        assert te.simulate(graph, x[:2], y[:2], config, progress=False).meta["propagation"] == "event"
+        with pytest.raises(ValueError, match=reason):
+            te.simulate(graph, x[:2], y[:2], config, propagation="fused", progress=False)

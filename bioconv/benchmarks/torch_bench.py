@@ -6,14 +6,16 @@ Network and data as in :mod:`bioconv.benchmarks.brian2_bench` (``--ckpt``, else
 
 Measured in the same process, one after the other:
 
-* torch engine, batch 100 on ``--device``: ``float32`` with dense propagation (the fast
-  mode) and ``float64`` with event propagation (the exact mode, Brian2's sums bit for bit);
-  CPU runs use ``--workers`` torch threads, the same cores as the Brian2 workers;
+* torch engine, batch 100 on ``--device``: on the CPU the fused kernel (the default,
+  :mod:`bioconv.engines.fused`) in ``float64`` (Brian2's sums bit for bit) and ``float32``,
+  then ``float32`` with dense propagation and ``float64`` with event propagation (the torch
+  tensor paths; on a GPU only these two); CPU runs use ``--workers`` threads, the same cores
+  as the Brian2 workers;
 * Brian2 cpp_standalone with ``--workers`` binaries in parallel (compile excluded; a cached
   build from an earlier run is reused);
 
 then prints images/s, the ratio torch / Brian2, and the fraction of neurons whose spike
-counts agree between the float64 torch run and Brian2.
+counts agree between each torch run and Brian2.
 """
 
 from __future__ import annotations
@@ -63,9 +65,12 @@ def main(args: argparse.Namespace) -> int:
 
     rows = []
     results = {}
-    for dtype, prop in (("float32", "dense"), ("float64", "event")):
+    modes = [("float32", "dense"), ("float64", "event")]
+    if device == "cpu":
+        modes = [("float64", "fused"), ("float32", "fused")] + modes
+    for dtype, prop in modes:
         res, secs = _torch_run(graph, ds.images, ds.labels, config, device, dtype, prop)
-        results[dtype] = res
+        results[(dtype, prop)] = res
         rows.append((f"torch {dtype} ({prop})", n / secs, secs, res.accuracy))
         print(f"  torch {dtype:8s} {prop:6s}: {n / secs:8.1f} img/s  ({secs:.2f} s, accuracy {res.accuracy:.3f})")
 
@@ -85,7 +90,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"{name:32s} {rate:9.1f} {rate / brian_rate:15.2f}x")
     print(f"{'brian2 cpp, %d workers' % workers:32s} {brian_rate:9.1f} {1.0:15.2f}x")
     print()
-    print(f"identical spike counts, torch float64 vs brian2 cpp: {identical_fraction(results['float64'], brian):.6f} "
-          f"of {sum(v.size for v in brian.counts.values())} (image, neuron) pairs")
-    print(f"identical spike counts, torch float32 vs brian2 cpp: {identical_fraction(results['float32'], brian):.6f}")
+    pairs = sum(v.size for v in brian.counts.values())
+    for (dtype, prop), res in results.items():
+        print(f"identical spike counts, torch {dtype} {prop} vs brian2 cpp: {identical_fraction(res, brian):.6f} "
+              f"of {pairs} (image, neuron) pairs")
     return 0

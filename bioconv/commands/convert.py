@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate-percentile", type=float, default=99.9, help="mcr: percentile for --rate-stat percentile")
     parser.add_argument("--rho-from-slope", action="store_true", help="mcr: previous-layer slope measured, not assumed")
     parser.add_argument("--eta", help="mcr: comma-separated bias factors to fine-tune, e.g. 0.9,1,1.1")
+    parser.add_argument("--pools", default="fold", choices=("fold", "spiking"),
+                        help="fold: average pools merged into the next layer (exact; every layer can hit the target "
+                             "rate); spiking: IF pool neurons (rates on a staircase) (default fold)")
     parser.add_argument("--form", default="weights", choices=("weights", "thresholds"),
                         help="weights: thresholds 1; thresholds: threshold balancing (same spikes)")
     parser.add_argument("--seed", type=int, default=0, help="calibration subset and input-spike seed (default 0)")
@@ -121,10 +124,12 @@ def run(args: argparse.Namespace) -> int:
     from bioconv.graphio import save_graph
     from bioconv.normalize import thresholds
     from bioconv.normalize.probes import make_probe
+    from bioconv.pool_folding import prepare_pools
 
     t0 = time.perf_counter()
     model, meta = load_checkpoint(ckpt)
     graph = from_torch(model, meta["input_shape"], meta={"checkpoint": str(ckpt), "arch": meta.get("arch")})
+    graph = prepare_pools(graph, args.pools)
     calib = subset(load_dataset(meta["dataset"], "train", args.data_dir), args.calib, seed=args.seed)
     stats = normalize.activation_stats(graph, calib.images, percentiles=(args.percentile, 99.0, 99.9, 99.99))
     calibration = {"dataset": meta["dataset"], "split": "train", "n": len(calib), "seed": args.seed,

@@ -1,7 +1,8 @@
 """Run a study: its config grid through the cached sweep, then its figure from the tables.
 
 Studies (seed 000 numbering): response_curves, rate_degeneration, norm_comparison,
-rate_range, convergence, accuracy_table, neuron_models, dt_fidelity. Results go to
+rate_range, convergence, accuracy_table, neuron_models, dt_fidelity, and conversion_acceptance
+(MCR-Norm vs max/robust in Brian2 cpp_standalone, issue 5). Results go to
 ``--out/<study>[-quick]/<hash>.parquet`` (+ JSON provenance); finished configs are skipped,
 so an interrupted study resumes. Figures (PDF, PNG and the plotted data as CSV) go to
 ``--figures`` (default ``figures/`` for full runs, ``<out>/figures-quick`` with ``--quick``).
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 STUDIES = ("response_curves", "rate_degeneration", "norm_comparison", "rate_range", "convergence",
-           "accuracy_table", "neuron_models", "dt_fidelity")
+           "accuracy_table", "neuron_models", "dt_fidelity", "conversion_acceptance")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "or with --quick a tiny net trained on the fly if that is missing)")
     parser.add_argument("--executor", choices=("local", "dask"), default="local", help="local process pool or Dask")
     parser.add_argument("--scheduler", default=None, help="Dask scheduler address (default: a LocalCluster on 127.0.0.1)")
-    parser.add_argument("--workers", type=int, default=1, help="parallel workers (default 1)")
+    parser.add_argument("--workers", type=int, default=1, help="configs run in parallel (default 1); Brian2 "
+                        "standalone binaries per simulation: $BIOCONV_BRIAN2_WORKERS (default 1)")
     parser.add_argument("--out", default="results/studies", help="result cache folder (default results/studies)")
     parser.add_argument("--figures", default=None, help="figure folder (default figures/, or <out>/figures-quick)")
 

@@ -89,7 +89,13 @@ def _assemble(plan: Plan, arrays: dict[str, np.ndarray], n: int, labels: np.ndar
         step = np.rint(t / dt_s).astype(np.int64)
         img, keep = step // cfg.n_steps, step // cfg.n_steps < n
         spike_times[name] = (img[keep], i[keep], (step[keep] % cfg.n_steps) * dt_ms)
-    return SimResult(ENGINE, cfg, counts, output_counts, np.asarray(labels)[:n], output_v, spike_times)
+    bin_counts = {}
+    for layer in plan.layers:  # population rate (Hz) per step -> spikes per step -> per bin
+        size = int(np.prod(layer.output_shape))
+        per_step = np.rint(arrays[f"pop:{layer.name}"] * (size * dt_s)).astype(np.int64)
+        bin_counts[layer.name] = per_step.reshape(B, nb, cfg.steps_per_bin).sum(axis=2)[:n]
+    return SimResult(ENGINE, cfg, counts, output_counts, np.asarray(labels)[:n], output_v, spike_times,
+                     layer_bin_counts=bin_counts)
 
 
 def runtime_batch(graph: ir.Graph, config: SimConfig, images: np.ndarray, labels: np.ndarray,

@@ -19,7 +19,8 @@ explicit namespaces, synapses with a scalar delay of 0):
 - monitors: ``<layer>_count_mon`` (cumulative ``spike_count`` every image start),
   ``out_bin_mon`` (output ``spike_count`` every bin), ``out_v_mon`` (voltage readout) and
   ``<layer>_spikes`` (``SpikeMonitor``, only for ``config.record_times``), all recorded at
-  ``when='start', order=-1`` i.e. before the per-image reset.
+  ``when='start', order=-1`` i.e. before the per-image reset; ``<layer>_pop_mon``
+  (``PopulationRateMonitor``: the layer's spikes in every step, for spikes vs time).
 
 Everything a run changes (weights, biases, thresholds, input trains) is a *run parameter*
 ``"<object>.<variable>"`` → array (:func:`run_parameters`), which the standalone binary
@@ -240,8 +241,8 @@ def build_network(plan: Plan, values: dict[str, np.ndarray]) -> Built:
     """
     import time
 
-    from brian2 import (Equations, Network, NeuronGroup, SpikeMonitor, StateMonitor, Synapses, TimedArray,
-                        defaultclock, ms)
+    from brian2 import (Equations, Network, NeuronGroup, PopulationRateMonitor, SpikeMonitor, StateMonitor,
+                        Synapses, TimedArray, defaultclock, ms)
 
     import bioconv.integration  # noqa: F401  (registers method "exact_affine")
 
@@ -309,6 +310,7 @@ def build_network(plan: Plan, values: dict[str, np.ndarray]) -> Built:
             StateMonitor(group, "spike_count", record=True, dt=T, when="start", order=-1,
                          name=f"{layer.name}_count_mon"), "spike_count")
         outputs[f"final:{layer.name}:spike_count"] = (group, "spike_count")
+        outputs[f"pop:{layer.name}"] = (PopulationRateMonitor(group, name=f"{layer.name}_pop_mon"), "rate")
         if layer.name in cfg.record_times:
             outputs[f"spikes_i:{layer.name}"] = (SpikeMonitor(group, record=True, name=f"{layer.name}_spikes"), "i")
             outputs[f"spikes_t:{layer.name}"] = (outputs[f"spikes_i:{layer.name}"][0], "t")

@@ -15,14 +15,18 @@ same seed rule, so identical trains in both engines) is delivered to layer 1 at 
 :math:`t` in the same way. Because the network is feed-forward, the engine runs
 *layer by layer over all time steps* (spikes stored time-major, (T, B, n)): the synaptic
 input of a layer is prepared for a chunk of steps at once, followed by the per-step neuron
-updates; this is exactly the step-by-step result. Two ways to compute the input
+updates; this is exactly the step-by-step result. Three ways to compute the input
 (``propagation``):
 
-* ``"event"`` (default): every presynaptic spike adds its outgoing weights to the target
+* ``"event"``: every presynaptic spike adds its outgoing weights to the target
   state with ``index_add_``, one by one in Brian2's order (by presynaptic index, positive
   input pathway before ``<input>_neg``), so float64 CPU sums are Brian2's bit for bit;
 * ``"dense"``: ``conv2d``/``linear`` of the (steps × images) spike maps (float32 / GPU);
-  pools still propagate events.
+  pools still propagate events;
+* ``"fused"`` (CPU; IF/LIF with delta synapses): the event additions of ``"event"`` in a
+  compiled loop over images × steps × layers (:mod:`bioconv.engines.fused`), bit-identical
+  to ``"event"`` and the fastest mode on CPUs;
+* ``"auto"`` (default): ``"fused"`` on the CPU when the models allow it, else ``"event"``.
 
 The Brian2 engine does not implement the gated max-pool (it raises ``ValueError``), so
 max-pool networks run only here (checked against the numpy reference
@@ -58,8 +62,8 @@ from bioconv.simulation import SimConfig, SimResult
 log = logging.getLogger(__name__)
 
 DType = Literal["float32", "float64"]
-Propagation = Literal["event", "dense"]
-PROPAGATIONS = ("event", "dense")
+Propagation = Literal["auto", "event", "dense", "fused"]
+PROPAGATIONS = ("auto", "event", "dense", "fused")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 CHUNK_ELEMENTS = 1 << 23  # max elements of one drive chunk (images × steps × neurons)
 
@@ -264,8 +268,9 @@ def simulate_batch(
     dtype: torch.dtype,
     device: Any,
     first_index: int = 0,
-) -> tuple[dict[str, np.ndarray], np.ndarray, Optional[np.ndarray], dict[str, tuple], dict[str, float]]:
-    """Run one batch; returns counts, cumulative output counts per bin, output v, spike times, timings."""
+) -> tuple[dict[str, np.ndarray], np.ndarray, Optional[np.ndarray], dict[str, tuple], dict[str, float], dict]:
+    """Run one batch; returns counts, cumulative output counts per bin, output v, spike times, timings,
+    and spikes per layer per bin (n_images, n_bins)."""
     t_start = time.perf_counter()
     n_steps, spb = config.n_steps, config.steps_per_bin
     dt_s, dt_ms = float(config.dt / second), float(config.dt / ms)
@@ -274,7 +279,7 @@ def simulate_batch(
     pre = torch.as_tensor(trains, device=device).transpose(0, 1).contiguous()  # int8, time-major (T, B, n_in)
     bias0 = _first_layer_bias(plans, graph, rates, signs, dtype, device) if config.coding == "current" else None
     t_encode = time.perf_counter()
-    counts, spike_times = {}, {}
+    counts, spike_times, bin_counts = {}, {}, {}
     v_steps = list(range(spb - 1, n_steps, spb)) if config.readout == "voltage" else []
     out_v = None
     with torch.inference_mode():
@@ -283,6 +288,8 @@ def simulate_batch(
             bias = bias0 if (k == 0 and bias0 is not None) else plan.i_bias
             spikes, n_spikes, v = _run_layer(plan, pre, bias, dtype, v_steps if last else ())
             counts[plan.name] = n_spikes.cpu().numpy().astype(np.int64)
+            per_step = spikes.sum(dim=2, dtype=torch.int64)  # (T, B)
+            bin_counts[plan.name] = per_step.reshape(config.n_bins, spb, -1).sum(1).T.cpu().numpy()
             if plan.name in config.record_times:
                 t, img, nrn = (a.cpu().numpy() for a in torch.nonzero(spikes, as_tuple=True))
                 order = np.lexsort((nrn, t, img))  # by image, then time (as Brian2)
@@ -293,7 +300,26 @@ def simulate_batch(
                 out_v = None if v is None else v.permute(1, 0, 2).cpu().numpy().astype(np.float64)
             pre = spikes
     timings = {"encode_s": t_encode - t_start, "run_s": time.perf_counter() - t_encode}
-    return counts, output_counts, out_v, spike_times, timings
+    return counts, output_counts, out_v, spike_times, timings, bin_counts
+
+
+def resolve_auto(graph: ir.Graph, config: SimConfig, device: str) -> str:
+    """``propagation="auto"``: ``"fused"`` on the CPU for the models it supports, else ``"event"``."""
+    from bioconv.engines import fused
+
+    if str(device).startswith("cpu") and fused.unsupported(graph, config) is None:
+        return "fused"
+    return "event"
+
+
+def _fused_batch(net, graph: ir.Graph, images: np.ndarray, config: SimConfig, first_index: int):
+    """:func:`simulate_batch`'s result tuple from the fused CPU kernel (:mod:`bioconv.engines.fused`)."""
+    from bioconv.engines import fused
+
+    start = time.perf_counter()
+    counts, out_bins, out_v, bin_counts = fused.simulate_batch(net, graph, images, config, first_index,
+                                                               torch.get_num_threads())
+    return counts, out_bins, out_v, {}, {"run_s": time.perf_counter() - start}, bin_counts
 
 
 def simulate(
@@ -306,7 +332,7 @@ def simulate(
     batch_size: int = 100,
     first_index: int = 0,
     progress: bool = True,
-    propagation: Propagation = "event",
+    propagation: Propagation = "auto",
 ) -> SimResult:
     """Simulate ``images`` (N, *graph.input.shape) through ``graph`` in batches; see the module docstring.
 
@@ -317,11 +343,16 @@ def simulate(
     batch_size : images simulated together.
     first_index : dataset index of ``images[0]`` (input spike trains are seeded per index).
     progress : show a tqdm bar over batches.
-    propagation : ``"event"`` adds every synaptic event to the target state in Brian2's
+    propagation : ``"auto"`` (default) picks ``"fused"`` on the CPU when supported, else ``"event"``.
+        ``"event"`` adds every synaptic event to the target state in Brian2's
         order (``index_add_``; on CPU this reproduces Brian2's float64 sums bit for bit);
         ``"dense"`` computes the summed input of Conv2d/Dense layers with ``conv2d``/``linear``
         per chunk of steps (faster in float32, on GPUs and for dense spiking; sums differ in the
-        last bits); pooling layers always propagate events.
+        last bits); pooling layers always propagate events. ``"fused"`` runs the compiled
+        CPU kernel of :mod:`bioconv.engines.fused` (IF/LIF with delta synapses): the same
+        additions in the same order as ``"event"`` (float64: Brian2's sums bit for bit), one
+        pass per image through all layers, images in parallel on ``torch.get_num_threads()``
+        threads; other models raise ``ValueError``.
     """
     if propagation not in PROPAGATIONS:
         raise ValueError(f"propagation must be one of {PROPAGATIONS}, got {propagation!r}")
@@ -342,13 +373,24 @@ def simulate(
         raise ValueError(f"config.record_times names unknown layers {sorted(unknown)}")
     tdtype = DTYPES[dtype]
     t0 = time.perf_counter()
-    plans = compile_graph(graph, config, tdtype, device, propagation)
+    if propagation == "auto":
+        propagation = resolve_auto(graph, config, device)
+    if propagation == "fused":
+        if not str(device).startswith("cpu"):
+            raise ValueError(f"propagation='fused' is a CPU kernel; use propagation='dense' or 'event' on {device!r}")
+        from bioconv.engines import fused
+
+        net = fused.FusedNetwork(graph, config, np.dtype(dtype))
+        run_batch = lambda x, first: _fused_batch(net, graph, x, config, first)  # noqa: E731
+    else:
+        plans = compile_graph(graph, config, tdtype, device, propagation)
+        run_batch = lambda x, first: simulate_batch(graph, plans, x, config, tdtype, device, first)  # noqa: E731
     timings = {"build_s": time.perf_counter() - t0, "encode_s": 0.0, "run_s": 0.0}
     parts = []
     starts = range(0, len(images), int(batch_size))
     for start in tqdm(starts, desc="torch engine", unit="batch", disable=not progress or len(starts) <= 1):
         stop = min(len(images), start + int(batch_size))
-        parts.append(simulate_batch(graph, plans, images[start:stop], config, tdtype, device, first_index + start))
+        parts.append(run_batch(images[start:stop], first_index + start))
         for key, value in parts[-1][4].items():
             timings[key] += value
     offsets = np.cumsum([0] + [len(p[1]) for p in parts])
@@ -370,4 +412,5 @@ def simulate(
         spike_times=spike_times,
         timings=timings,
         meta={"device": str(device), "dtype": dtype, "propagation": propagation, "batch_size": int(batch_size), "first_index": int(first_index)},
+        layer_bin_counts={name: np.concatenate([p[5][name] for p in parts]) for name in parts[0][5]} if parts else {},
     )
