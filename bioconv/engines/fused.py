@@ -68,9 +68,74 @@ def _kernel():
         return _KERNEL
     import numba
 
+    @numba.njit(cache=True, inline="always")
+    def collect(fired, words, lo, hi, spk):
+        """Write the indices k in [lo, hi) with fired[k] to spk[lo:lo+n], ascending; return n.
+        Skips 8 silent neurons at a time through the uint64 view ``words`` of ``fired``."""
+        n = 0
+        k = lo
+        while k < hi and (k & 7) != 0:
+            if fired[k]:
+                spk[lo + n] = k
+                n += 1
+            k += 1
+        while k + 8 <= hi:
+            if words[k >> 3] != 0:
+                for j in range(k, k + 8):
+                    if fired[j]:
+                        spk[lo + n] = j
+                        n += 1
+            k += 8
+        while k < hi:
+            if fired[k]:
+                spk[lo + n] = k
+                n += 1
+            k += 1
+        return n
+
+    @numba.njit(cache=True, inline="always")
+    def deliver(dst, lo, l, i, sign, conv, geo, wconv, rowptr, row_off, cols, weights):
+        """Add presynaptic neuron i's outgoing weights (times ``sign``) to ``dst[lo + j]``.
+
+        Conv layers use the shared kernel (``wconv``: (C_in, kH, kW, C_out) per layer, the
+        same synapses as the CSR rows); other layers the CSR rows of their synapse list."""
+        if conv[l]:
+            c_out, h_o, w_o, kh, kw, sh, sw, ph, pw, h_in, w_in, w0 = (
+                geo[l, 0], geo[l, 1], geo[l, 2], geo[l, 3], geo[l, 4], geo[l, 5], geo[l, 6], geo[l, 7],
+                geo[l, 8], geo[l, 9], geo[l, 10], geo[l, 11])
+            c = i // (h_in * w_in)
+            rem = i - c * h_in * w_in
+            y = rem // w_in
+            x = rem - y * w_in
+            plane = h_o * w_o
+            for dy in range(kh):
+                ty = y + ph - dy
+                if ty < 0 or ty % sh != 0 or ty // sh >= h_o:
+                    continue
+                for dx in range(kw):
+                    tx = x + pw - dx
+                    if tx < 0 or tx % sw != 0 or tx // sw >= w_o:
+                        continue
+                    t0 = lo + (ty // sh) * w_o + tx // sw
+                    wb = w0 + ((c * kh + dy) * kw + dx) * c_out
+                    if sign > 0:
+                        for o in range(c_out):
+                            dst[t0 + o * plane] += wconv[wb + o]
+                    else:
+                        for o in range(c_out):
+                            dst[t0 + o * plane] += -wconv[wb + o]
+        else:
+            r = row_off[l] + i
+            if sign > 0:
+                for s in range(rowptr[r], rowptr[r + 1]):
+                    dst[lo + cols[s]] += weights[s]
+            else:
+                for s in range(rowptr[r], rowptr[r + 1]):
+                    dst[lo + cols[s]] += -weights[s]
+
     @numba.njit(parallel=True, cache=True, fastmath=False, nogil=True)
-    def run(inp, off, kind, zero, coef, bterm, bterm2, theta, rowptr, row_off, cols, weights, spb,
-            counts, out_bins, bin_counts, out_v, record_v):
+    def run(inp, off, kind, zero, coef, bterm, bterm2, theta, hw, uniform, conv, geo, wconv, rowptr, row_off, cols,
+            weights, spb, counts, out_bins, bin_counts, out_v, record_v):
         n_img, n_steps, n_in = inp.shape
         n_layers = off.shape[0] - 1
         n_total = off[n_layers]
@@ -80,7 +145,9 @@ def _kernel():
             a1 = np.zeros(n_total, dtype=bterm.dtype)  # v (IF/LIF) or y (SRM)
             a2 = np.zeros(n_total, dtype=bterm.dtype)  # I_syn (alpha) or psi (SRM)
             a3 = np.zeros(n_total, dtype=bterm.dtype)  # x_syn (alpha) or r (SRM)
-            fired = np.zeros(n_total, dtype=np.uint8)
+            fired = np.zeros(n_total + 16 - n_total % 8, dtype=np.uint8)
+            words = fired.view(np.uint64)
+            spk = np.zeros(n_total, dtype=np.int64)  # spike list of layer l in spk[off[l]:off[l] + nspk[l]]
             nspk = np.zeros(n_layers, dtype=np.int64)
             for t in range(n_steps):
                 k_bin = t // spb
@@ -90,7 +157,15 @@ def _kernel():
                     em, e_s, i_x, v_i, v_x, psi_y, e_r = (coef[l, 0], coef[l, 1], coef[l, 2], coef[l, 3],
                                                            coef[l, 4], coef[l, 5], coef[l, 6])
                     # 1. groups, 2. thresholds (the same operations, in the same order, as torch_models.step)
-                    if kind[l] == 0:  # IF/LIF, delta
+                    if kind[l] == 0 and uniform[l]:  # IF/LIF, delta; one θ per layer, one bias per channel
+                        th = theta[lo]
+                        for base in range(lo, hi, hw[l]):
+                            bb = bterm[base]
+                            for k in range(base, base + hw[l]):
+                                x = a1[k] * em + bb
+                                a1[k] = x
+                                fired[k] = x > th
+                    elif kind[l] == 0:  # IF/LIF, delta
                         for k in range(lo, hi):
                             x = a1[k] * em + bterm[k]
                             a1[k] = x
@@ -112,35 +187,29 @@ def _kernel():
                             a2[k] = psi
                             a3[k] = r
                             fired[k] = (psi + r) > theta[k]
+                    n = collect(fired, words, lo, hi, spk)
                     dst = a3 if kind[l] == 1 else a1  # alpha: x_syn; delta: v; SRM: y
                     # 3. synapses: spikes of the layer below (or the input) in this step
                     if l == 0:
                         for sign in (1, -1):
                             for i in range(n_in):
                                 if inp[b, t, i] == sign:
-                                    for s in range(rowptr[row_off[0] + i], rowptr[row_off[0] + i + 1]):
-                                        if sign == 1:
-                                            dst[lo + cols[s]] += weights[s]
-                                        else:
-                                            dst[lo + cols[s]] += -weights[s]
-                    elif nspk[l - 1] > 0:
+                                    deliver(dst, lo, 0, i, sign, conv, geo, wconv, rowptr, row_off, cols, weights)
+                    else:
                         plo = off[l - 1]
-                        for i in range(lo - plo):
-                            if fired[plo + i]:
-                                for s in range(rowptr[row_off[l] + i], rowptr[row_off[l] + i + 1]):
-                                    dst[lo + cols[s]] += weights[s]
+                        for q in range(nspk[l - 1]):
+                            deliver(dst, lo, l, spk[plo + q] - plo, 1, conv, geo, wconv, rowptr, row_off, cols,
+                                    weights)
                     # 4. resets
-                    n = 0
-                    for k in range(lo, hi):
-                        if fired[k]:
-                            n += 1
-                            counts[b, k] += 1
-                            if kind[l] == 2:
-                                a3[k] = a3[k] - 2.0 * theta[k]
-                            elif zero[l]:
-                                a1[k] = 0.0
-                            else:
-                                a1[k] = a1[k] - theta[k]
+                    for q in range(n):
+                        k = spk[lo + q]
+                        counts[b, k] += 1
+                        if kind[l] == 2:
+                            a3[k] = a3[k] - 2.0 * theta[k]
+                        elif zero[l]:
+                            a1[k] = 0.0
+                        else:
+                            a1[k] = a1[k] - theta[k]
                     nspk[l] = n
                     bin_counts[b, l, k_bin] += n
                 if (t + 1) % spb == 0:
@@ -175,7 +244,8 @@ class FusedNetwork:
         layers = graph.spiking_layers
         sizes = [int(np.prod(l.output_shape)) for l in layers]
         self.off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        kind, zero, coef, bterm, bterm2, theta = [], [], [], [], [], []
+        kind, zero, coef, bterm, bterm2, theta, hw, uniform = [], [], [], [], [], [], [], []
+        conv, geo, wconv = [], [], []
         rowptrs, cols, weights, row_off, base = [], [], [], [], 0
         for layer, n in zip(layers, sizes):
             prop = tm.make_propagator(graph.neuron_for(layer.name), graph.synapse, dt_s)
@@ -192,24 +262,46 @@ class FusedNetwork:
                 bterm.append(c["b"] * bias)
                 bterm2.append(np.zeros(n))
             theta.append(_per_neuron(layer.threshold, layer.output_shape))
+            shape = tuple(layer.output_shape)
+            hw.append(int(np.prod(shape[1:])) if len(shape) == 3 else 1)
+            per_channel = bterm[-1].reshape(-1, hw[-1])
+            uniform.append(bool(np.all(theta[-1] == theta[-1][0]) and np.all(per_channel == per_channel[:, :1])))
+            if isinstance(layer, ir.Conv2d):  # shared kernel, (C_in, kH, kW, C_out), times the on_pre gain
+                w = np.asarray(layer.weight, np.float64) * prop.gain
+                (c_in, h_in, w_in), (c_o, h_o, w_o) = layer.input_shape, layer.output_shape
+                geo.append([c_o, h_o, w_o, w.shape[2], w.shape[3], *layer.stride, *layer.padding, h_in, w_in,
+                            sum(len(x) for x in wconv)])
+                wconv.append(w.transpose(1, 2, 3, 0).ravel())
+                conv.append(True)
+            else:
+                geo.append([0] * 12)
+                conv.append(False)
+            row_off.append(sum(len(r) for r in rowptrs))
+            if conv[-1]:  # no CSR rows: delivered through the shared kernel
+                rowptrs.append(np.full(int(np.prod(layer.input_shape)) + 1, base))
+                continue
             conn = layer_synapses(layer)
             order = np.argsort(conn.i, kind="stable")  # Brian2 order: by presynaptic neuron, then synapse
             deg = np.bincount(conn.i, minlength=conn.n_pre)
-            row_off.append(sum(len(r) for r in rowptrs))
             rowptrs.append(base + np.concatenate([[0], np.cumsum(deg)]))  # CSR row pointers, absolute
             base += len(order)
             cols.append(conn.j[order].astype(np.int32))
             weights.append(conn.w[order] * prop.gain)
         self.rowptr = np.concatenate(rowptrs).astype(np.int64)
         self.row_off = np.asarray(row_off, dtype=np.int64)
-        self.cols = np.concatenate(cols)
-        self.weights = np.concatenate(weights).astype(dtype)
+        self.cols = np.concatenate(cols) if cols else np.zeros(1, np.int32)
+        self.weights = (np.concatenate(weights) if weights else np.zeros(1)).astype(dtype)
         self.kind = np.asarray(kind, dtype=np.int64)
         self.zero = np.asarray(zero, dtype=np.bool_)
         self.coef = np.asarray(coef, dtype=np.float64).astype(dtype)
         self.bterm = np.concatenate(bterm).astype(dtype)
         self.bterm2 = np.concatenate(bterm2).astype(dtype)
         self.theta = np.concatenate(theta).astype(dtype)
+        self.hw = np.asarray(hw, dtype=np.int64)  # neurons per channel (1 for dense layers)
+        self.uniform = np.asarray(uniform, dtype=np.bool_)  # one θ per layer and one bias per channel
+        self.conv = np.asarray(conv, dtype=np.bool_)
+        self.geo = np.asarray(geo, dtype=np.int64)
+        self.wconv = (np.concatenate(wconv) if wconv else np.zeros(1)).astype(dtype)
         self.names = [l.name for l in layers]
         self.sizes = sizes
         self.dtype = dtype
@@ -246,8 +338,9 @@ def simulate_batch(net: FusedNetwork, graph: ir.Graph, images: np.ndarray, confi
     record_v = config.readout == "voltage"
     out_v = np.zeros((n_img, nb, n_out) if record_v else (1, 1, 1), dtype=net.dtype)
     numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
-    _kernel()(inp, net.off, net.kind, net.zero, net.coef, net.bterm, net.bterm2, net.theta, net.rowptr, net.row_off,
-              net.cols, net.weights, config.steps_per_bin, counts, out_bins, bin_counts, out_v, record_v)
+    _kernel()(inp, net.off, net.kind, net.zero, net.coef, net.bterm, net.bterm2, net.theta, net.hw, net.uniform,
+              net.conv, net.geo, net.wconv, net.rowptr, net.row_off, net.cols, net.weights, config.steps_per_bin,
+              counts, out_bins, bin_counts, out_v, record_v)
     per_layer = {name: counts[:, net.off[k]:net.off[k + 1]] for k, name in enumerate(net.names)}
     layer_bins = {name: bin_counts[:, k, :] for k, name in enumerate(net.names)}
     return per_layer, out_bins, (out_v.astype(np.float64) if record_v else None), layer_bins
