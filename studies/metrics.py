@@ -100,7 +100,7 @@ def summarize(result, graph, x: np.ndarray, ann_correct: Optional[np.ndarray] = 
 
 
 def response_table(acts: dict[str, np.ndarray], result, norm: dict, bins: int = 20) -> pd.DataFrame:
-    """Per layer: SNN rate vs normalized ANN activation ``acts`` (a/λ per layer), binned (``kind="curve"``), with the
+    r"""Per layer: SNN rate vs normalized ANN activation ``acts`` (a/λ per layer), binned (``kind="curve"``), with the
     least-squares slope through the origin :math:`s = \sum r x / \sum x^2` (Hz per unit
     a/λ) and its ratio to the layer's target max rate (``norm`` = the graph's normalization
     metadata; 1 = no degeneration)."""

@@ -157,36 +157,46 @@ def _kernel():
                     em, e_s, i_x, v_i, v_x, psi_y, e_r = (coef[l, 0], coef[l, 1], coef[l, 2], coef[l, 3],
                                                            coef[l, 4], coef[l, 5], coef[l, 6])
                     # 1. groups, 2. thresholds (the same operations, in the same order, as torch_models.step)
+                    # (array slices let LLVM vectorize these loops; per-lane IEEE arithmetic, no FMA)
+                    f = fired[lo:hi]
                     if kind[l] == 0 and uniform[l]:  # IF/LIF, delta; one θ per layer, one bias per channel
                         th = theta[lo]
                         for base in range(lo, hi, hw[l]):
+                            v = a1[base:base + hw[l]]
                             bb = bterm[base]
-                            for k in range(base, base + hw[l]):
-                                x = a1[k] * em + bb
-                                a1[k] = x
-                                fired[k] = x > th
+                            for k in range(hw[l]):
+                                v[k] = v[k] * em + bb
+                        v = a1[lo:hi]
+                        for k in range(hi - lo):
+                            f[k] = v[k] > th
                     elif kind[l] == 0:  # IF/LIF, delta
-                        for k in range(lo, hi):
-                            x = a1[k] * em + bterm[k]
-                            a1[k] = x
-                            fired[k] = x > theta[k]
+                        v, bt, th_ = a1[lo:hi], bterm[lo:hi], theta[lo:hi]
+                        for k in range(hi - lo):
+                            v[k] = v[k] * em + bt[k]
+                        for k in range(hi - lo):
+                            f[k] = v[k] > th_[k]
                     elif kind[l] == 1:  # IF/LIF, alpha
-                        for k in range(lo, hi):
-                            i_syn = a2[k]
-                            x_syn = a3[k]
-                            x = ((bterm[k] + v_i * i_syn) + a1[k] * em) + v_x * x_syn
-                            a2[k] = e_s * i_syn + i_x * x_syn
-                            a3[k] = e_s * x_syn
-                            a1[k] = x
-                            fired[k] = x > theta[k]
+                        v, i_syn, x_syn = a1[lo:hi], a2[lo:hi], a3[lo:hi]
+                        bt, th_ = bterm[lo:hi], theta[lo:hi]
+                        for k in range(hi - lo):
+                            v[k] = ((bt[k] + v_i * i_syn[k]) + v[k] * em) + v_x * x_syn[k]
+                        for k in range(hi - lo):
+                            i_syn[k] = e_s * i_syn[k] + i_x * x_syn[k]
+                        for k in range(hi - lo):
+                            x_syn[k] = e_s * x_syn[k]
+                        for k in range(hi - lo):
+                            f[k] = v[k] > th_[k]
                     else:  # SRM: y = a1, psi = a2, r = a3
-                        for k in range(lo, hi):
-                            psi = (bterm2[k] + psi_y * a1[k]) + e_s * a2[k]
-                            r = e_r * a3[k]
-                            a1[k] = bterm[k] + e_s * a1[k]
-                            a2[k] = psi
-                            a3[k] = r
-                            fired[k] = (psi + r) > theta[k]
+                        y, psi, r = a1[lo:hi], a2[lo:hi], a3[lo:hi]
+                        bt, bt2, th_ = bterm[lo:hi], bterm2[lo:hi], theta[lo:hi]
+                        for k in range(hi - lo):
+                            psi[k] = (bt2[k] + psi_y * y[k]) + e_s * psi[k]
+                        for k in range(hi - lo):
+                            r[k] = e_r * r[k]
+                        for k in range(hi - lo):
+                            y[k] = bt[k] + e_s * y[k]
+                        for k in range(hi - lo):
+                            f[k] = (psi[k] + r[k]) > th_[k]
                     n = collect(fired, words, lo, hi, spk)
                     dst = a3 if kind[l] == 1 else a1  # alpha: x_syn; delta: v; SRM: y
                     # 3. synapses: spikes of the layer below (or the input) in this step
