@@ -227,3 +227,14 @@ def test_auto_propagation_picks_fused_or_falls_back(tiny, mnist_small):
         assert te.simulate(graph, x[:2], y[:2], config, progress=False).meta["propagation"] == "event"
         with pytest.raises(ValueError, match=reason):
             te.simulate(graph, x[:2], y[:2], config, propagation="fused", progress=False)
+
+
+def test_fused_threaded_input_trains_equal_one_call(mnist_small):
+    from bioconv import encoding
+    from bioconv.engines import fused
+
+    x = mnist_small[0] - 0.2
+    rates, signs = encoding.input_rates_hz(x, ir.Input((1, 28, 28), rate_scale=400.0))
+    cfg = SimConfig(duration=30 * ms, seed=9)
+    one = encoding.spike_trains(rates, signs, 1e-3, cfg.n_steps, cfg.coding, cfg.seed, 5)
+    np.testing.assert_array_equal(fused._spike_trains_threaded(rates, signs, 1e-3, cfg, 5, threads=3), one)

@@ -330,6 +330,24 @@ def _per_neuron(values, shape) -> np.ndarray:
     return np.broadcast_to(arr, shape).reshape(-1).copy()
 
 
+def _spike_trains_threaded(rates, signs, dt_s: float, config: SimConfig, first_index: int, threads: int):
+    """:func:`bioconv.encoding.spike_trains` on ``threads`` slices of the batch at once (numpy's
+    generators release the GIL). Each image has its own seeded generator, so the trains are
+    the same as in one call."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = len(rates)
+    parts = max(1, min(int(threads), n))
+    if parts == 1:
+        return encoding.spike_trains(rates, signs, dt_s, config.n_steps, config.coding, config.seed, first_index)
+    edges = np.linspace(0, n, parts + 1).astype(int)
+    with ThreadPoolExecutor(parts) as pool:
+        chunks = pool.map(lambda k: encoding.spike_trains(rates[edges[k]:edges[k + 1]], signs[edges[k]:edges[k + 1]],
+                                                          dt_s, config.n_steps, config.coding, config.seed,
+                                                          first_index + int(edges[k])), range(parts))
+        return np.concatenate(list(chunks))
+
+
 def simulate_batch(net: FusedNetwork, graph: ir.Graph, images: np.ndarray, config: SimConfig, first_index: int,
                    threads: int):
     """One batch through the fused kernel: counts, cumulative output bins, output v, bin counts."""
@@ -338,8 +356,7 @@ def simulate_batch(net: FusedNetwork, graph: ir.Graph, images: np.ndarray, confi
     from brian2 import second
 
     rates, signs = encoding.input_rates_hz(images, graph.input)
-    inp = encoding.spike_trains(rates, signs, float(config.dt / second), config.n_steps, config.coding,
-                                config.seed, first_index)
+    inp = _spike_trains_threaded(rates, signs, float(config.dt / second), config, first_index, threads)
     n_img, nb, n_layers = len(images), config.n_bins, len(net.sizes)
     n_out = net.sizes[-1]
     counts = np.zeros((n_img, int(net.off[-1])), dtype=np.int64)
