@@ -238,3 +238,23 @@ def test_fused_threaded_input_trains_equal_one_call(mnist_small):
     cfg = SimConfig(duration=30 * ms, seed=9)
     one = encoding.spike_trains(rates, signs, 1e-3, cfg.n_steps, cfg.coding, cfg.seed, 5)
     np.testing.assert_array_equal(fused._spike_trains_threaded(rates, signs, 1e-3, cfg, 5, threads=3), one)
+
+
+def test_fused_conv_output_layer_and_strided_conv(mnist_small):
+    """Channel-last hidden convs, a strided conv and a conv output layer (torch-order state) match the event path."""
+    x, y = mnist_small
+    rng = np.random.default_rng(4)
+    c1 = ir.Conv2d("c1", (1, 28, 28), rng.normal(0.1, 0.4, (3, 1, 3, 3)), rng.normal(0.05, 0.05, 3), padding=1)
+    c2 = ir.Conv2d("c2", (3, 28, 28), rng.normal(0.05, 0.3, (4, 3, 4, 4)), rng.normal(0, 0.05, 4), stride=2,
+                   padding=1)
+    c3 = ir.Conv2d("c3", (4, 14, 14), rng.normal(0.05, 0.3, (2, 4, 3, 3)), np.zeros(2))
+    graph = ir.Graph(ir.Input((1, 28, 28), rate_scale=500.0), (c1, c2, c3)).with_models(neuron=IF(), synapse=Delta())
+    for layer in graph.spiking_layers:
+        graph = graph.replace_layer(layer.name, threshold=0.5)
+    cfg = SimConfig(duration=40 * ms, bin=10 * ms, readout="voltage")
+    ref = te.simulate(graph, x - 0.1, np.zeros(len(x), int), cfg, propagation="event", progress=False)
+    got = te.simulate(graph, x - 0.1, np.zeros(len(x), int), cfg, propagation="fused", progress=False)
+    assert all(ref.counts[k].sum() > 0 for k in ref.counts)
+    for name in ref.counts:
+        np.testing.assert_array_equal(got.counts[name], ref.counts[name])
+    np.testing.assert_array_equal(got.output_v, ref.output_v)

@@ -29,6 +29,12 @@ pool). Refractoriness, current input, the gated max-pool and spike-time recordin
 :func:`unsupported` name the reason; ``propagation="auto"`` then uses ``"event"``. The work
 per image is proportional to the synaptic events, as in Brian2, but without Brian2's
 per-synapse bookkeeping (spike queues, delays, one network per batch of images).
+
+Layout: hidden conv layers keep their state channel-last, (position, channel), so that the
+C_out targets of one presynaptic spike and kernel offset are contiguous (vectorized adds);
+their spike lists are put back into torch order (a counting sort by channel) before the
+next layer reads them, because the order of additions into each target must stay Brian2's.
+Counts are returned in torch order.
 """
 
 from __future__ import annotations
@@ -94,10 +100,11 @@ def _kernel():
         return n
 
     @numba.njit(cache=True, inline="always")
-    def deliver(dst, lo, l, i, sign, conv, geo, wconv, rowptr, row_off, cols, weights):
+    def deliver(dst, lo, l, i, sign, conv, cl, geo, wconv, rowptr, row_off, cols, weights):
         """Add presynaptic neuron i's outgoing weights (times ``sign``) to ``dst[lo + j]``.
 
         Conv layers use the shared kernel (``wconv``: (C_in, kH, kW, C_out) per layer, the
+        targets in torch order, or channel-last (position, channel) where ``cl[l]``; the
         same synapses as the CSR rows); other layers the CSR rows of their synapse list."""
         if conv[l]:
             c_out, h_o, w_o, kh, kw, sh, sw, ph, pw, h_in, w_in, w0 = (
@@ -108,6 +115,26 @@ def _kernel():
             y = rem // w_in
             x = rem - y * w_in
             plane = h_o * w_o
+            if cl[l]:  # channel-last state: the C_out targets of one (dy, dx) are contiguous
+                for dy in range(kh):
+                    ty = y + ph - dy
+                    if ty < 0 or ty % sh != 0 or ty // sh >= h_o:
+                        continue
+                    for dx in range(kw):
+                        tx = x + pw - dx
+                        if tx < 0 or tx % sw != 0 or tx // sw >= w_o:
+                            continue
+                        t0 = lo + ((ty // sh) * w_o + tx // sw) * c_out
+                        wb = w0 + ((c * kh + dy) * kw + dx) * c_out
+                        tgt = dst[t0:t0 + c_out]
+                        src = wconv[wb:wb + c_out]
+                        if sign > 0:
+                            for o in range(c_out):
+                                tgt[o] += src[o]
+                        else:
+                            for o in range(c_out):
+                                tgt[o] += -src[o]
+                return
             for dy in range(kh):
                 ty = y + ph - dy
                 if ty < 0 or ty % sh != 0 or ty // sh >= h_o:
@@ -134,8 +161,8 @@ def _kernel():
                     dst[lo + cols[s]] += -weights[s]
 
     @numba.njit(parallel=True, cache=True, fastmath=False, nogil=True)
-    def run(inp, off, kind, zero, coef, bterm, bterm2, theta, hw, uniform, conv, geo, wconv, rowptr, row_off, cols,
-            weights, spb, counts, out_bins, bin_counts, out_v, record_v):
+    def run(inp, off, kind, zero, coef, bterm, bterm2, theta, hw, uniform, conv, cl, geo, wconv, rowptr, row_off,
+            cols, weights, spb, counts, out_bins, bin_counts, out_v, record_v):
         n_img, n_steps, n_in = inp.shape
         n_layers = off.shape[0] - 1
         n_total = off[n_layers]
@@ -149,6 +176,8 @@ def _kernel():
             words = fired.view(np.uint64)
             spk = np.zeros(n_total, dtype=np.int64)  # spike list of layer l in spk[off[l]:off[l] + nspk[l]]
             nspk = np.zeros(n_layers, dtype=np.int64)
+            tmp = np.zeros(n_total, dtype=np.int64)  # counting sort of channel-last spike lists
+            per_c = np.zeros(max(1, geo[:, 0].max()) + 1, dtype=np.int64)
             for t in range(n_steps):
                 k_bin = t // spb
                 for l in range(n_layers):
@@ -163,18 +192,18 @@ def _kernel():
                         th = theta[lo]
                         for base in range(lo, hi, hw[l]):
                             v = a1[base:base + hw[l]]
+                            fc = fired[base:base + hw[l]]
                             bb = bterm[base]
                             for k in range(hw[l]):
-                                v[k] = v[k] * em + bb
-                        v = a1[lo:hi]
-                        for k in range(hi - lo):
-                            f[k] = v[k] > th
+                                x = v[k] * em + bb
+                                v[k] = x
+                                fc[k] = np.uint8(x > th)
                     elif kind[l] == 0:  # IF/LIF, delta
                         v, bt, th_ = a1[lo:hi], bterm[lo:hi], theta[lo:hi]
                         for k in range(hi - lo):
-                            v[k] = v[k] * em + bt[k]
-                        for k in range(hi - lo):
-                            f[k] = v[k] > th_[k]
+                            x = v[k] * em + bt[k]
+                            v[k] = x
+                            f[k] = np.uint8(x > th_[k])
                     elif kind[l] == 1:  # IF/LIF, alpha
                         v, i_syn, x_syn = a1[lo:hi], a2[lo:hi], a3[lo:hi]
                         bt, th_ = bterm[lo:hi], theta[lo:hi]
@@ -204,12 +233,12 @@ def _kernel():
                         for sign in (1, -1):
                             for i in range(n_in):
                                 if inp[b, t, i] == sign:
-                                    deliver(dst, lo, 0, i, sign, conv, geo, wconv, rowptr, row_off, cols, weights)
+                                    deliver(dst, lo, 0, i, sign, conv, cl, geo, wconv, rowptr, row_off, cols, weights)
                     else:
                         plo = off[l - 1]
                         for q in range(nspk[l - 1]):
-                            deliver(dst, lo, l, spk[plo + q] - plo, 1, conv, geo, wconv, rowptr, row_off, cols,
-                                    weights)
+                            deliver(dst, lo, l, spk[plo + q] - plo, 1, conv, cl, geo, wconv, rowptr, row_off,
+                                    cols, weights)
                     # 4. resets
                     for q in range(n):
                         k = spk[lo + q]
@@ -220,6 +249,21 @@ def _kernel():
                             a1[k] = 0.0
                         else:
                             a1[k] = a1[k] - theta[k]
+                    if cl[l] and n > 0:  # channel-last (pos, c) order -> torch order (c, pos), stable by c
+                        c_n = geo[l, 0]
+                        plane = geo[l, 1] * geo[l, 2]
+                        per_c[:c_n + 1] = 0
+                        for q in range(n):
+                            per_c[(spk[lo + q] - lo) % c_n + 1] += 1
+                        for c in range(c_n):
+                            per_c[c + 1] += per_c[c]
+                        for q in range(n):
+                            kl = spk[lo + q] - lo
+                            c = kl % c_n
+                            tmp[per_c[c]] = lo + c * plane + kl // c_n
+                            per_c[c] += 1
+                        for q in range(n):
+                            spk[lo + q] = tmp[q]
                     nspk[l] = n
                     bin_counts[b, l, k_bin] += n
                 if (t + 1) % spb == 0:
@@ -301,6 +345,13 @@ class FusedNetwork:
         self.row_off = np.asarray(row_off, dtype=np.int64)
         self.cols = np.concatenate(cols) if cols else np.zeros(1, np.int32)
         self.weights = (np.concatenate(weights) if weights else np.zeros(1)).astype(dtype)
+        # conv layers other than the output keep their state channel-last, (position, channel)
+        self.cl = np.asarray([c and k < len(sizes) - 1 for k, c in enumerate(conv)], dtype=np.bool_)
+        for k in np.flatnonzero(self.cl):
+            c_n, plane = int(geo[k][0]), int(geo[k][1] * geo[k][2])
+            for arrays in (bterm, bterm2, theta):
+                arrays[k] = arrays[k].reshape(c_n, plane).T.ravel()
+            uniform[k] = False
         self.kind = np.asarray(kind, dtype=np.int64)
         self.zero = np.asarray(zero, dtype=np.bool_)
         self.coef = np.asarray(coef, dtype=np.float64).astype(dtype)
@@ -366,8 +417,14 @@ def simulate_batch(net: FusedNetwork, graph: ir.Graph, images: np.ndarray, confi
     out_v = np.zeros((n_img, nb, n_out) if record_v else (1, 1, 1), dtype=net.dtype)
     numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
     _kernel()(inp, net.off, net.kind, net.zero, net.coef, net.bterm, net.bterm2, net.theta, net.hw, net.uniform,
-              net.conv, net.geo, net.wconv, net.rowptr, net.row_off, net.cols, net.weights, config.steps_per_bin,
+              net.conv, net.cl, net.geo, net.wconv, net.rowptr, net.row_off, net.cols, net.weights, config.steps_per_bin,
               counts, out_bins, bin_counts, out_v, record_v)
-    per_layer = {name: counts[:, net.off[k]:net.off[k + 1]] for k, name in enumerate(net.names)}
+    per_layer = {}
+    for k, name in enumerate(net.names):
+        layer_counts = counts[:, net.off[k]:net.off[k + 1]]
+        if net.cl[k]:  # back to torch order
+            c_n = int(net.geo[k][0])
+            layer_counts = layer_counts.reshape(n_img, -1, c_n).transpose(0, 2, 1).reshape(n_img, -1)
+        per_layer[name] = layer_counts
     layer_bins = {name: bin_counts[:, k, :] for k, name in enumerate(net.names)}
     return per_layer, out_bins, (out_v.astype(np.float64) if record_v else None), layer_bins
