@@ -115,26 +115,6 @@ def _kernel():
             y = rem // w_in
             x = rem - y * w_in
             plane = h_o * w_o
-            if cl[l]:  # channel-last state: the C_out targets of one (dy, dx) are contiguous
-                for dy in range(kh):
-                    ty = y + ph - dy
-                    if ty < 0 or ty % sh != 0 or ty // sh >= h_o:
-                        continue
-                    for dx in range(kw):
-                        tx = x + pw - dx
-                        if tx < 0 or tx % sw != 0 or tx // sw >= w_o:
-                            continue
-                        t0 = lo + ((ty // sh) * w_o + tx // sw) * c_out
-                        wb = w0 + ((c * kh + dy) * kw + dx) * c_out
-                        tgt = dst[t0:t0 + c_out]
-                        src = wconv[wb:wb + c_out]
-                        if sign > 0:
-                            for o in range(c_out):
-                                tgt[o] += src[o]
-                        else:
-                            for o in range(c_out):
-                                tgt[o] += -src[o]
-                return
             for dy in range(kh):
                 ty = y + ph - dy
                 if ty < 0 or ty % sh != 0 or ty // sh >= h_o:
@@ -143,14 +123,23 @@ def _kernel():
                     tx = x + pw - dx
                     if tx < 0 or tx % sw != 0 or tx // sw >= w_o:
                         continue
-                    t0 = lo + (ty // sh) * w_o + tx // sw
+                    pos = (ty // sh) * w_o + tx // sw
                     wb = w0 + ((c * kh + dy) * kw + dx) * c_out
-                    if sign > 0:
+                    src = wconv[wb:wb + c_out]
+                    if cl[l]:  # channel-last state: the C_out targets are contiguous (vectorized)
+                        tgt = dst[lo + pos * c_out:lo + (pos + 1) * c_out]
+                        if sign > 0:
+                            for o in range(c_out):
+                                tgt[o] += src[o]
+                        else:  # v - w == v + (-w) exactly: the <input>_neg pathway's -w
+                            for o in range(c_out):
+                                tgt[o] -= src[o]
+                    elif sign > 0:  # torch order: one target per output-channel plane
                         for o in range(c_out):
-                            dst[t0 + o * plane] += wconv[wb + o]
+                            dst[lo + pos + o * plane] += src[o]
                     else:
                         for o in range(c_out):
-                            dst[t0 + o * plane] += -wconv[wb + o]
+                            dst[lo + pos + o * plane] -= src[o]
         else:
             r = row_off[l] + i
             if sign > 0:
