@@ -101,16 +101,23 @@ def plot(table: pd.DataFrame, outdir) -> list:
     tmp.replace(tex)
     paths.append(tex)
     t_cols = [c for c in t3.columns if c.startswith("Loss T=")]
-    fig, axes = figure(ncols=1, width=5.0, height=2.6)
-    ax = axes[0][0]
-    labels = [f"{m}\n{n}/{s[0]}" for m, n, s in zip(t3.Method, t3["Neuron type"], t3.Synapse)]
-    xs = np.arange(len(t3))
-    width = 0.8 / max(len(t_cols), 1)
-    for k, col in enumerate(t_cols):
-        ax.bar(xs + (k - (len(t_cols) - 1) / 2) * width, t3[col], width, label=col.replace("Loss ", "").replace(" (%)", ""))
-    ax.set_xticks(xs, labels, fontsize=5, rotation=90)
-    ax.set_ylabel("conversion loss (%)")
-    ax.axhline(0, color="k", lw=0.6)
-    ax.legend()
+    methods = list(dict.fromkeys(t3.Method))
+    combos = list(dict.fromkeys(zip(t3["Neuron type"], t3.Synapse)))
+    fig, axes = figure(ncols=len(t_cols), width=2.5 * len(t_cols) + 0.6, height=2.3)
+    vmax = 10.0  # colour scale clipped at 10 % loss; the cells print the exact value
+    for ax, col in zip(axes[0], t_cols):
+        grid_ = np.full((len(methods), len(combos)), np.nan)
+        for m, n, s_, v in zip(t3.Method, t3["Neuron type"], t3.Synapse, t3[col]):
+            grid_[methods.index(m), combos.index((n, s_))] = v
+        image = ax.imshow(np.clip(grid_, 0, vmax), cmap="magma_r", vmin=0, vmax=vmax, aspect="auto")
+        for (r, c), v in np.ndenumerate(grid_):
+            if np.isfinite(v):
+                ax.text(c, r, f"{v:.0f}" if v >= 10 else f"{v:.1f}", ha="center", va="center", fontsize=5,
+                        color="white" if v > 0.6 * vmax else "black")
+        ax.set_xticks(range(len(combos)), [f"{n}\n{s_}" for n, s_ in combos], fontsize=5, rotation=90)
+        rates = dict(zip(t3.Method, t3["Target rate (Hz)"]))
+        ax.set_yticks(range(len(methods)), [f"{m} ({rates[m]:.0f} Hz)" for m in methods], fontsize=6)
+        ax.set_title(col.replace("Loss ", "loss at ").replace(" (%)", ""), fontsize=7)
+    fig.colorbar(image, ax=axes[0].tolist(), label="conversion loss (%)", shrink=0.9, extend="max")
     paths += save_figure(fig, t3, outdir, "fig6_accuracy_table")
     return paths

@@ -68,11 +68,23 @@ def robust_normalize(graph, images: np.ndarray, rho: float = TARGET_RHO, percent
     return replace(graph, input=inp).with_models(neuron=IF(reset="subtract"), synapse=Delta(), normalization="robust-99.9")
 
 
-def load_network(ckpt: str | None, images: np.ndarray):
+def load_network(ckpt: str | None, images: np.ndarray, pools: str = "spiking"):
+    """The benchmark network: a ``.bcv`` graph as saved, else the checkpoint (or random cnn7)
+    robust-normalized, with its average pools kept as IF layers (``pools="spiking"``) or
+    folded into the next layer (``"fold"``, :mod:`bioconv.pool_folding`)."""
     if ckpt and ckpt.endswith(".bcv"):
         from bioconv.graphio import load_graph
 
         return load_graph(ckpt), ckpt
+    graph, source = _normalized_network(ckpt, images)
+    if pools == "spiking":
+        return graph, source + ", spiking pools"
+    from bioconv.pool_folding import prepare_pools
+
+    return prepare_pools(graph, pools), source + ", pools folded"
+
+
+def _normalized_network(ckpt: str | None, images: np.ndarray):
     path = Path(ckpt) if ckpt else DEFAULT_CKPT
     if path.exists():
         from bioconv.ann import load_checkpoint
@@ -120,7 +132,7 @@ def main(args: argparse.Namespace) -> int:
 
     ds = subset(load_dataset("mnist", "test", args.data_dir), args.n)
     calib = subset(load_dataset("mnist", "train", args.data_dir), 500).images
-    graph, source = load_network(args.ckpt, calib)
+    graph, source = load_network(args.ckpt, calib, getattr(args, "pools", "spiking"))
     config = SimConfig(duration=parse_time(args.duration), dt=parse_time(args.dt), bin=parse_time(args.dt))
     n_syn = sum(count_synapses(graph).values())
     print(f"network: {source}")

@@ -54,7 +54,7 @@ def main(args: argparse.Namespace) -> int:
     workers = int(getattr(args, "workers", 2) or 2)
     ds = subset(load_dataset("mnist", "test", args.data_dir), args.n)
     calib = load_dataset("mnist", "train", args.data_dir).images[:500]
-    graph, source = load_network(args.ckpt, calib)
+    graph, source = load_network(args.ckpt, calib, getattr(args, "pools", "spiking"))
     config = SimConfig(duration=parse_time(args.duration), dt=parse_time(args.dt))
     n = len(ds.images)
     print(f"network: {source}")

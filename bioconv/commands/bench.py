@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", default="100ms", help="simulated time per image, with unit (default 100ms)")
     parser.add_argument("--dt", default="1ms", help="time step, with unit (default 1ms)")
     parser.add_argument("--workers", type=int, default=2, help="standalone binaries run in parallel (default 2)")
+    parser.add_argument("--pools", choices=("spiking", "fold"), default="spiking",
+                        help="average pools as IF layers (default, the network of the issue-3/4 targets) or folded "
+                             "into the next layer (as `bioconv convert` does by default)")
     parser.add_argument("--device", default="cpu", help="torch device for the torch benchmark (cpu or cuda)")
     parser.add_argument("--data-dir", help="dataset folder (default: $BIOCONV_DATA_DIR or the user cache)")
 

@@ -34,7 +34,9 @@ Layout: hidden conv layers keep their state channel-last, (position, channel), s
 C_out targets of one presynaptic spike and kernel offset are contiguous (vectorized adds);
 their spike lists are put back into torch order (a counting sort by channel) before the
 next layer reads them, because the order of additions into each target must stay Brian2's.
-Counts are returned in torch order.
+The kernel counts spikes in torch order. The result arrays of a whole run are allocated once
+(:class:`Outputs`); every batch fills its rows, and the per-layer counts are views of one
+array, so nothing is copied or concatenated after the run.
 """
 
 from __future__ import annotations
@@ -231,7 +233,8 @@ def _kernel():
                     # 4. resets
                     for q in range(n):
                         k = spk[lo + q]
-                        counts[b, k] += 1
+                        if not cl[l]:
+                            counts[b, k] += 1
                         if kind[l] == 2:
                             a3[k] = a3[k] - 2.0 * theta[k]
                         elif zero[l]:
@@ -249,7 +252,9 @@ def _kernel():
                         for q in range(n):
                             kl = spk[lo + q] - lo
                             c = kl % c_n
-                            tmp[per_c[c]] = lo + c * plane + kl // c_n
+                            k = lo + c * plane + kl // c_n
+                            tmp[per_c[c]] = k
+                            counts[b, k] += 1  # counts are kept in torch order
                             per_c[c] += 1
                         for q in range(n):
                             spk[lo + q] = tmp[q]
@@ -388,32 +393,44 @@ def _spike_trains_threaded(rates, signs, dt_s: float, config: SimConfig, first_i
         return np.concatenate(list(chunks))
 
 
+class Outputs:
+    """Result arrays of a whole :func:`simulate_batch` sweep, allocated once; batches fill row slices.
+
+    ``counts`` (N, n_total) holds every layer's spike counts in torch order; ``per_layer``
+    gives views of it, so nothing is copied or concatenated after the run.
+    """
+
+    def __init__(self, net: "FusedNetwork", n_img: int, n_bins: int, record_v: bool) -> None:
+        n_out = net.sizes[-1]
+        self.counts = np.zeros((n_img, int(net.off[-1])), dtype=np.int64)
+        self.out_bins = np.zeros((n_img, n_bins, n_out), dtype=np.int64)
+        self.bin_counts = np.zeros((n_img, len(net.sizes), n_bins), dtype=np.int64)
+        self.record_v = bool(record_v)
+        self.out_v = np.zeros((n_img, n_bins, n_out) if record_v else (1, 1, 1), dtype=net.dtype)
+        self.net = net
+
+    def per_layer(self) -> dict[str, np.ndarray]:
+        return {name: self.counts[:, self.net.off[k]:self.net.off[k + 1]] for k, name in enumerate(self.net.names)}
+
+    def layer_bins(self) -> dict[str, np.ndarray]:
+        return {name: self.bin_counts[:, k, :] for k, name in enumerate(self.net.names)}
+
+    def output_v(self) -> np.ndarray | None:
+        return self.out_v.astype(np.float64) if self.record_v else None
+
+
 def simulate_batch(net: FusedNetwork, graph: ir.Graph, images: np.ndarray, config: SimConfig, first_index: int,
-                   threads: int):
-    """One batch through the fused kernel: counts, cumulative output bins, output v, bin counts."""
+                   threads: int, out: Outputs, row: int) -> None:
+    """One batch through the fused kernel, written into rows ``row:row + len(images)`` of ``out``."""
     import numba
 
     from brian2 import second
 
     rates, signs = encoding.input_rates_hz(images, graph.input)
     inp = _spike_trains_threaded(rates, signs, float(config.dt / second), config, first_index, threads)
-    n_img, nb, n_layers = len(images), config.n_bins, len(net.sizes)
-    n_out = net.sizes[-1]
-    counts = np.zeros((n_img, int(net.off[-1])), dtype=np.int64)
-    out_bins = np.zeros((n_img, nb, n_out), dtype=np.int64)
-    bin_counts = np.zeros((n_img, n_layers, nb), dtype=np.int64)
-    record_v = config.readout == "voltage"
-    out_v = np.zeros((n_img, nb, n_out) if record_v else (1, 1, 1), dtype=net.dtype)
+    rows = slice(row, row + len(images))
     numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
     _kernel()(inp, net.off, net.kind, net.zero, net.coef, net.bterm, net.bterm2, net.theta, net.hw, net.uniform,
               net.conv, net.cl, net.geo, net.wconv, net.rowptr, net.row_off, net.cols, net.weights, config.steps_per_bin,
-              counts, out_bins, bin_counts, out_v, record_v)
-    per_layer = {}
-    for k, name in enumerate(net.names):
-        layer_counts = counts[:, net.off[k]:net.off[k + 1]]
-        if net.cl[k]:  # back to torch order
-            c_n = int(net.geo[k][0])
-            layer_counts = layer_counts.reshape(n_img, -1, c_n).transpose(0, 2, 1).reshape(n_img, -1)
-        per_layer[name] = layer_counts
-    layer_bins = {name: bin_counts[:, k, :] for k, name in enumerate(net.names)}
-    return per_layer, out_bins, (out_v.astype(np.float64) if record_v else None), layer_bins
+              out.counts[rows], out.out_bins[rows], out.bin_counts[rows], out.out_v[rows] if out.record_v else out.out_v,
+              out.record_v)

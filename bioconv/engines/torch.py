@@ -312,14 +312,28 @@ def resolve_auto(graph: ir.Graph, config: SimConfig, device: str) -> str:
     return "event"
 
 
-def _fused_batch(net, graph: ir.Graph, images: np.ndarray, config: SimConfig, first_index: int):
-    """:func:`simulate_batch`'s result tuple from the fused CPU kernel (:mod:`bioconv.engines.fused`)."""
+def _simulate_fused(graph: ir.Graph, images: np.ndarray, labels: np.ndarray, config: SimConfig, dtype: str,
+                    batch_size: int, first_index: int, progress: bool, meta: dict) -> SimResult:
+    """:func:`simulate` on the fused CPU kernel (:mod:`bioconv.engines.fused`): the result arrays
+    are allocated once and each batch fills its rows, so nothing is concatenated afterwards."""
     from bioconv.engines import fused
 
-    start = time.perf_counter()
-    counts, out_bins, out_v, bin_counts = fused.simulate_batch(net, graph, images, config, first_index,
-                                                               torch.get_num_threads())
-    return counts, out_bins, out_v, {}, {"run_s": time.perf_counter() - start}, bin_counts
+    t0 = time.perf_counter()
+    net = fused.FusedNetwork(graph, config, np.dtype(dtype))
+    out = fused.Outputs(net, len(images), config.n_bins, config.readout == "voltage")
+    timings = {"build_s": time.perf_counter() - t0, "encode_s": 0.0}
+    starts = range(0, len(images), int(batch_size))
+    t_run = time.perf_counter()
+    for start in tqdm(starts, desc="torch engine (fused)", unit="batch", disable=not progress or len(starts) <= 1):
+        stop = min(len(images), start + int(batch_size))
+        fused.simulate_batch(net, graph, images[start:stop], config, first_index + start, torch.get_num_threads(),
+                             out, start)
+    timings["run_s"] = time.perf_counter() - t_run
+    timings["total_s"] = time.perf_counter() - t0
+    log.info("torch engine: %d images in %.2f s (cpu, %s, fused)", len(images), timings["total_s"], dtype)
+    return SimResult(engine="torch", config=config, counts=out.per_layer(), output_counts=out.out_bins, labels=labels,
+                     output_v=out.output_v(), spike_times={}, timings=timings, meta=meta,
+                     layer_bin_counts=out.layer_bins())
 
 
 def simulate(
@@ -375,16 +389,14 @@ def simulate(
     t0 = time.perf_counter()
     if propagation == "auto":
         propagation = resolve_auto(graph, config, device)
+    meta = {"device": str(device), "dtype": dtype, "propagation": propagation, "batch_size": int(batch_size),
+            "first_index": int(first_index)}
     if propagation == "fused":
         if not str(device).startswith("cpu"):
             raise ValueError(f"propagation='fused' is a CPU kernel; use propagation='dense' or 'event' on {device!r}")
-        from bioconv.engines import fused
-
-        net = fused.FusedNetwork(graph, config, np.dtype(dtype))
-        run_batch = lambda x, first: _fused_batch(net, graph, x, config, first)  # noqa: E731
-    else:
-        plans = compile_graph(graph, config, tdtype, device, propagation)
-        run_batch = lambda x, first: simulate_batch(graph, plans, x, config, tdtype, device, first)  # noqa: E731
+        return _simulate_fused(graph, images, labels, config, dtype, batch_size, first_index, progress, meta)
+    plans = compile_graph(graph, config, tdtype, device, propagation)
+    run_batch = lambda x, first: simulate_batch(graph, plans, x, config, tdtype, device, first)  # noqa: E731
     timings = {"build_s": time.perf_counter() - t0, "encode_s": 0.0, "run_s": 0.0}
     parts = []
     starts = range(0, len(images), int(batch_size))
@@ -411,6 +423,6 @@ def simulate(
         output_v=np.concatenate([p[2] for p in parts]) if parts and parts[0][2] is not None else None,
         spike_times=spike_times,
         timings=timings,
-        meta={"device": str(device), "dtype": dtype, "propagation": propagation, "batch_size": int(batch_size), "first_index": int(first_index)},
+        meta=meta,
         layer_bin_counts={name: np.concatenate([p[5][name] for p in parts]) for name in parts[0][5]} if parts else {},
     )
