@@ -7,6 +7,9 @@
 ``rueckauer-cifar``    seed 004 §3.1: 4 conv layers (32-32-64-64, 3x3, BN), 2x2 max pooling after the
                        2nd and 4th, then 512 and 10 FC
 ``rueckauer-cifar-avg``  the same with average pooling (seed 004 §3.1's avg-pool variant)
+``bn-cnn``             a small batch-norm CNN in the style of Table 1 of Zhang et al. (MCR-Norm):
+                       ``16c3BN-p2-32c3BN-p2-64c3BN-p2-64FC-10FC`` (conv-BN-ReLU blocks, average
+                       pooling); BN folds into the convs on conversion
 ``tiny``               ``4c3-p2-8c3-p2-10FC``: a very small net for fast tests (28x28 MNIST, 8x8 digits)
 =====================  ==========================================================================
 
@@ -23,6 +26,7 @@ ZOO: dict[str, str] = {
     "cnn7": "32c3-p2-32c3-p2-32c3-p2-32FC-10FC",
     "rueckauer-cifar": "32x32x3-32c3BN-32c3BN-mp2-64c3BN-64c3BN-mp2-512FC-10FC",
     "rueckauer-cifar-avg": "32x32x3-32c3BN-32c3BN-p2-64c3BN-64c3BN-p2-512FC-10FC",
+    "bn-cnn": "16c3BN-p2-32c3BN-p2-64c3BN-p2-64FC-10FC",
     "tiny": "4c3-p2-8c3-p2-10FC",
 }
 
