@@ -54,12 +54,12 @@ def calibration_check(graph, cfg: dict) -> pd.DataFrame:
     from bioconv.engines import simulate as engine_simulate
     from bioconv.sweep import config_hash
 
-    x, y = common.images(cfg["dataset"], "train", cfg["calib_n"], seed=cfg["seed"])
+    x, y = common._calib(cfg)
     sim = common.make_probe(cfg, x, y).config  # the scan's own config (seed, duration)
     opts = {"device": cfg["device"]}
     if cfg["device"] != "runtime":
-        opts["build_dir"] = str(common.cache_dir() / "brian2_build" / (config_hash(cfg) + "-calib"))
-        opts["workers"] = common.brian2_workers()
+        opts["build_dir"] = str(common.cache_dir(cfg) / "brian2_build" / (config_hash(cfg) + "-calib"))
+        opts["workers"] = common.brian2_workers(cfg)
     result = engine_simulate(graph, x, y, sim, engine="brian2", **opts)
     target = graph.meta["normalization"]["target_rate_hz"]
     rows = [{"kind": "calib", "layer": name, "max_rate_hz": float(result.rates_hz(name).max()),
