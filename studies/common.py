@@ -138,7 +138,8 @@ def net_config(study: str, quick: bool, **overrides: Any) -> dict:
     Quick: 50 test images of 100 ms, 20 calibration images of 100 ms. Full: 300 test images of
     300 ms, 100 calibration images of 100 ms (2 shared cores; see figures/README.md).
     The input rate follows Zhang et al. (γ₀ = 2η: 400 Hz input for a 200 Hz target), capped at 1000 Hz.
-    ``ckpt`` is ``"auto"`` unless overridden (see :func:`set_checkpoint`).
+    ``ckpt`` stays as given (default ``"auto"``); ``bioconv study`` resolves it to a concrete
+    file and adds its SHA-256 (:func:`set_checkpoint`) before hashing the config.
     """
     cfg = {
         "study": study, "dataset": "mnist", "ckpt": "auto", "method": "mcr", "rate_hz": 200.0,
@@ -148,7 +149,6 @@ def net_config(study: str, quick: bool, **overrides: Any) -> dict:
         "bin_ms": 1.0, "engine": "torch", "coding": "bernoulli", "seed": 0, "pools": "fold",
     }
     cfg.update(overrides)
-    set_checkpoint(cfg, cfg["ckpt"])
     if cfg["input_rate_hz"] is None:
         cfg["input_rate_hz"] = min(2.0 * cfg["rate_hz"], 1000.0 / cfg["dt_ms"])
     return cfg
@@ -215,7 +215,8 @@ def _graph_path(cfg: dict) -> Path:
     from bioconv.sweep import config_hash
 
     spec = conversion_spec(cfg)
-    key = {"spec": spec.to_dict(), "ckpt_sha256": cfg["ckpt_sha256"], "dataset": cfg["dataset"]}
+    ckpt = resolve_checkpoint(cfg["ckpt"], cfg["dataset"], cache_dir(cfg))
+    key = {"spec": spec.to_dict(), "ckpt_sha256": _sha256(ckpt), "dataset": cfg["dataset"]}
     return cache_dir(cfg) / "graphs" / f"{cfg['method']}-{config_hash(key)}.bcv"
 
 
@@ -276,7 +277,7 @@ def simulate(graph, cfg: dict, duration_ms: Optional[float] = None):
 
 def ann_correct(cfg: dict) -> np.ndarray:
     """Per-image correctness of the unconverted ANN (numpy forward) on the config's test images."""
-    ann = ann_graph(str(resolve_checkpoint(cfg["ckpt"], cfg["dataset"])))
+    ann = ann_graph(str(resolve_checkpoint(cfg["ckpt"], cfg["dataset"], cache_dir(cfg))))
     x, y = images(cfg["dataset"], "test", cfg["n_images"])
     out = ann.forward(x)[ann.layers[-1].name]
     return np.argmax(out.reshape(len(x), -1), axis=1) == y
@@ -301,7 +302,7 @@ def normalized_activations(graph, cfg: dict) -> dict[str, np.ndarray]:
     From the unconverted ANN graph of the config's checkpoint and the λ_n that the
     normalization used (``graph.meta["normalization"]["lambda"]``).
     """
-    ann = ann_graph(str(resolve_checkpoint(cfg["ckpt"], cfg["dataset"])))
+    ann = ann_graph(str(resolve_checkpoint(cfg["ckpt"], cfg["dataset"], cache_dir(cfg))))
     x, _ = images(cfg["dataset"], "test", cfg["n_images"])
     acts = ann.forward(x, relu_last=True)
     lam = graph.meta["normalization"]["lambda"]  # JSON from a cached graph: keys sorted, so use graph order

@@ -156,21 +156,12 @@ NETWORK_STUDIES = ["rate_degeneration", "norm_comparison", "rate_range", "conver
 def quick_env(tmp_path_factory, mnist_dir):
     """One result folder for all network studies (shared conversion cache) and the quick
     ``tiny`` checkpoint trained on the fly, as on a fresh CI machine."""
-    import os
-
     out = tmp_path_factory.mktemp("studies")
-    old = os.environ.get("BIOCONV_STUDY_CACHE")
-    os.environ["BIOCONV_STUDY_CACHE"] = str(out / "_cache")
     from studies.common import quick_checkpoint
 
-    ckpt = quick_checkpoint("mnist")
+    (out / "_cache").mkdir()
+    ckpt = quick_checkpoint("mnist", cache=out / "_cache")
     yield out, ckpt
-    for key in ("BIOCONV_STUDY_CKPT",):
-        os.environ.pop(key, None)
-    if old is None:
-        os.environ.pop("BIOCONV_STUDY_CACHE", None)
-    else:
-        os.environ["BIOCONV_STUDY_CACHE"] = old
 
 
 @pytest.mark.slow
@@ -220,13 +211,11 @@ def test_conversion_acceptance_checks_calibration_rates_and_matches_spikes(quick
 @pytest.mark.slow
 def test_network_run_one_is_bit_identical(quick_env):
     """Same config, same seed → the same table, bit for bit (conversion cached, simulation redone)."""
-    import os
-
-    from studies import convergence
+    from studies import common, convergence
 
     out, ckpt = quick_env
-    os.environ["BIOCONV_STUDY_CKPT"] = str(ckpt)
-    cfg = {**convergence.grid(quick=True)[1], "n_images": 20, "duration_ms": 50.0}
+    cfg = {**convergence.grid(quick=True)[1], "n_images": 20, "duration_ms": 50.0, "_cache_dir": str(out / "_cache")}
+    common.set_checkpoint(cfg, str(ckpt))
     a = convergence.run_one(cfg)
     b = convergence.run_one(cfg)
     pd.testing.assert_frame_equal(a, b, check_exact=True)
