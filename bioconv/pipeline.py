@@ -118,7 +118,7 @@ def _spike(n: NormInputs) -> ir.Graph:
 
 #: normalization methods: name → normalizer, default rates (Hz), options with defaults
 METHODS: dict[str, NormMethod] = {
-    "mcr": NormMethod(_mcr, 200.0, 400.0, True, "MCR-Norm (Zhang et al.): per-layer gains scanned so that every "
+    "mcr": NormMethod(_mcr, 200.0, 400.0, True, "MCR-Norm (the MCR-Norm paper, see REFERENCES.md): per-layer gains scanned so that every "
                       "layer's max rate hits the target",
                       {"tolerance": 0.02, "rate_stat": "max", "rate_percentile": 99.9, "rho_from_slope": False,
                        "eta": None}),

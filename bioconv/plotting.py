@@ -20,7 +20,7 @@ from bioconv.atomic import atomic_path  # noqa: E402
 from bioconv.simulation import write_table_atomic  # noqa: E402
 
 STYLE = Path(__file__).with_name("bioconv.mplstyle")
-#: seed 000 §8: best accuracy/latency balance between 200 and 400 Hz; biological ceiling ~200 Hz
+#: the MCR-Norm paper (sec. 8): best accuracy/latency balance between 200 and 400 Hz; biological ceiling ~200 Hz
 PLAUSIBLE_BAND_HZ = (200.0, 400.0)
 BIOLOGICAL_CEILING_HZ = 200.0
 

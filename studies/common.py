@@ -137,7 +137,7 @@ def net_config(study: str, quick: bool, **overrides: Any) -> dict:
 
     Quick: 50 test images of 100 ms, 20 calibration images of 100 ms. Full: 300 test images of
     300 ms, 100 calibration images of 100 ms (2 shared cores; see figures/README.md).
-    The input rate follows Zhang et al. (γ₀ = 2η: 400 Hz input for a 200 Hz target), capped at 1000 Hz.
+    The input rate follows the MCR-Norm paper (γ₀ = 2η: 400 Hz input for a 200 Hz target), capped at 1000 Hz.
     ``ckpt`` stays as given (default ``"auto"``); ``bioconv study`` resolves it to a concrete
     file and adds its SHA-256 (:func:`set_checkpoint`) before hashing the config.
     """

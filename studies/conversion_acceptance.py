@@ -11,7 +11,7 @@ average pools folded into the next layer (:mod:`bioconv.pool_folding`), 1000 tes
   200 Hz ± 2 % (``kind="calib"`` rows). Accuracy vs time gives the conversion loss at every
   :math:`T \le 300` ms.
 * **max / robust** (99.9th percentile) data-based norm map the layer range to 1000 Hz with
-  1000 Hz input (seed 004).
+  1000 Hz input (Rueckauer et al. 2017).
 * **Matched accuracy**: for accuracy levels reached by every method, the spikes per image
   each method has fired (all layers, :meth:`bioconv.simulation.SimResult.spikes_vs_time`) by
   the first time it reaches that level. Seed 000 claims MCR-Norm needs 2.5× fewer spikes

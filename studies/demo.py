@@ -6,7 +6,7 @@ Steps, each timed:
    cnn7 for a few epochs (Adadelta, batch 100) and save it there.
 2. Convert with :func:`bioconv.pipeline.conversion` (the code of ``bioconv convert``):
    average pools folded into the next layer, activation statistics on 500 training
-   images, then MCR-Norm (Zhang et al.; standard IF, reset to zero, delta synapses,
+   images, then MCR-Norm (standard IF, reset to zero, delta synapses,
    dt = 1 ms, Bernoulli input at up to 400 Hz) with every layer's max rate scanned to
    200 Hz ± 2 % by the torch engine on a calibration subset. The .bcv keeps the source ANN.
 3. Simulate 500 test images in Brian2 ``cpp_standalone`` (one compiled binary, run by

@@ -1,8 +1,8 @@
-r"""Study 3 (seed 000 Fig. 3): max, robust (99.9th percentile), Spike-Norm and MCR-Norm compared.
+r"""Study 3 (MCR-Norm paper, Fig. 3): max, robust (99.9th percentile), Spike-Norm and MCR-Norm compared.
 
 All on the standard IF neuron (reset to zero) with delta synapses. The three traditional
 methods map the layer range to 1000 Hz (:math:`\rho = 1` at τ = 1 ms, input 1000 Hz, as in
-the seeds); MCR-Norm scans every layer to a 200 Hz max rate (input 400 Hz, seed 000 §10).
+the seeds); MCR-Norm scans every layer to a 200 Hz max rate (input 400 Hz, the MCR-Norm paper (sec. 10)).
 Reported: response curves (SNN rate vs a/λ, all layers pooled per method), histograms of
 the per-neuron rates, spikes per image and the range of layer max rates. Seed 000 claims
 MCR-Norm fires 2.5× fewer spikes than data-based and 7.5× fewer than percentile norm, in a

@@ -1,4 +1,4 @@
-r"""Study 2 (seed 000 Fig. 2): firing-rate degeneration across layers, and MCR-Norm removing it.
+r"""Study 2 (MCR-Norm paper, Fig. 2): firing-rate degeneration across layers, and MCR-Norm removing it.
 
 For every spiking layer :math:`n` the SNN rate of each neuron on each test image is set
 against its normalized ANN activation :math:`a_n/\lambda_n`. An ideal rate code gives the

@@ -1,4 +1,4 @@
-r"""Study 4 (seed 000 Fig. 4): accuracy loss and latency vs the target max firing rate.
+r"""Study 4 (MCR-Norm paper, Fig. 4): accuracy loss and latency vs the target max firing rate.
 
 MCR-Norm on the standard IF neuron (reset to zero, delta synapses) with every layer scanned
 to a max rate from 50 to 500 Hz (input at twice the target, capped at 1000 Hz). Latency
@@ -63,7 +63,7 @@ def plot(table: pd.DataFrame, outdir) -> list:
     ax.legend(loc="upper left")
     ax = axes[0][1]
     mark_rate_band(ax)
-    ax.plot(rows.rate_hz, rows.latency_ms, marker="o", color="C1", label="final accuracy ±0.1 %")
+    ax.plot(rows.rate_hz, rows.latency_ms, marker="o", color="C1", label="median time to a stable decision")
     ax.plot(rows.rate_hz, rows[f"t_reach_{int(100 * REACH)}pct_ms"], marker="s", color="C2",
             label=f"first ≥ {100 * REACH:g} % accuracy")
     ax.set_xlabel("target max rate (Hz)")

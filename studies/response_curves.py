@@ -1,4 +1,4 @@
-r"""Study 1 (seed 000 Fig. 1): single-neuron response curves vs ReLU.
+r"""Study 1 (MCR-Norm paper, Fig. 1): single-neuron response curves vs ReLU.
 
 Each neuron receives a drive ``x`` (input per reference time constant τ = 1 ms, in units of
 the threshold θ = 1) through its synapse model: a source fires every step, and the synapse

@@ -185,7 +185,7 @@ def test_network_study_quick_end_to_end(name, quick_env):
 
 @pytest.mark.slow
 def test_conversion_acceptance_checks_calibration_rates_and_matches_spikes(quick_env):
-    """Issue 5: MCR's calibration max rates re-measured in Brian2 are within ±2 %; spikes vs time add up."""
+    """Conversion acceptance: MCR's calibration max rates re-measured in Brian2 are within ±2 %; spikes vs time add up."""
     from bioconv.commands.study import run_study
     from studies import conversion_acceptance as ca
 

@@ -1,6 +1,6 @@
 """Run a study: its config grid through the cached sweep, then its figure from the tables.
 
-Studies (figure numbers follow Zhang et al.'s MCR-Norm paper): response_curves,
+Studies (figure numbers follow the MCR-Norm paper): response_curves,
 rate_degeneration, norm_comparison, rate_range, convergence, accuracy_table, neuron_models,
 dt_fidelity, conversion_acceptance (MCR-Norm vs max/robust in Brian2 cpp_standalone) and
 plausibility (rates, irregularity, rasters and latency in the biologically plausible regime). Results go to
