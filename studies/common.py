@@ -25,7 +25,8 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from studies.metrics import fan_out, latency_ms, rate_histograms, response_table, summarize  # noqa: F401  (re-exported)
+from studies.metrics import (correct_at, fan_out, latency_ms, rate_histograms, response_table,  # noqa: F401
+                             summarize)  # (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +136,11 @@ def ann_graph(ckpt_path: str):
 def net_config(study: str, quick: bool, **overrides: Any) -> dict:
     """The default network-study config; ``overrides`` replace entries.
 
-    Quick: 50 test images of 100 ms, 20 calibration images of 100 ms. Full: 300 test images of
-    300 ms, 100 calibration images of 100 ms (2 shared cores; see figures/README.md).
+    Quick: 50 test images of 100 ms, 20 calibration images of 100 ms. Full: the first 1000 test
+    images of 300 ms (accuracy read at T = ``duration_ms``, fixed in advance), 100 calibration
+    images of 100 ms. ``seed`` is the input-spike seed of the test run (grids repeat every
+    config for :func:`seeds`); the conversion uses ``calib_seed`` (0), so all seeds of a
+    config share one converted network.
     The input rate follows the MCR-Norm paper (γ₀ = 2η: 400 Hz input for a 200 Hz target), capped at 1000 Hz.
     ``ckpt`` stays as given (default ``"auto"``); ``bioconv study`` resolves it to a concrete
     file and adds its SHA-256 (:func:`set_checkpoint`) before hashing the config.
@@ -145,13 +149,75 @@ def net_config(study: str, quick: bool, **overrides: Any) -> dict:
         "study": study, "dataset": "mnist", "ckpt": "auto", "method": "mcr", "rate_hz": 200.0,
         "input_rate_hz": None, "neuron": "IF-zero", "synapse": "delta",
         "calib_n": 20 if quick else 100, "calib_duration_ms": 100.0, "norm_engine": "torch",
-        "n_images": 50 if quick else 300, "duration_ms": 100.0 if quick else 300.0, "dt_ms": 1.0,
-        "bin_ms": 1.0, "engine": "torch", "coding": "bernoulli", "seed": 0, "pools": "fold",
+        "n_images": 50 if quick else 1000, "duration_ms": 100.0 if quick else 300.0, "dt_ms": 1.0,
+        "bin_ms": 1.0, "engine": "torch", "coding": "bernoulli", "seed": 0, "calib_seed": 0, "pools": "fold",
     }
     cfg.update(overrides)
     if cfg["input_rate_hz"] is None:
         cfg["input_rate_hz"] = min(2.0 * cfg["rate_hz"], 1000.0 / cfg["dt_ms"])
     return cfg
+
+
+#: input-spike seeds of the full runs (every network study repeats each config for each)
+SEEDS_FULL: tuple[int, ...] = (0, 1, 2)
+
+
+def seeds(quick: bool) -> tuple[int, ...]:
+    """Input-spike seeds of a grid: one with ``--quick``, :data:`SEEDS_FULL` otherwise."""
+    return (0,) if quick else SEEDS_FULL
+
+
+def with_seeds(configs: list[dict], quick: bool) -> list[dict]:
+    """Each config once per input-spike seed (the conversion, seeded by ``calib_seed``, is shared)."""
+    return [{**cfg, "seed": s} for cfg in configs for s in seeds(quick)]
+
+
+def accuracy_summary(table: pd.DataFrame, by: list[str], n_boot: int = 1000) -> pd.DataFrame:
+    """Per group: SNN and source-ANN accuracy at T with 95 % intervals, pooled over input seeds.
+
+    From the per-image rows (``kind == "layer"``, ``layer == "input"``). One seed: Wilson;
+    several: bootstrap over images and seeds (:func:`bioconv.stats.accuracy_row`). ``mcnemar_p``:
+    exact McNemar test of SNN vs source ANN on the (image, seed) pairs. Ties count as wrong.
+    """
+    from bioconv.stats import accuracy_row, mcnemar
+
+    rows = table[(table.kind == "layer") & (table.layer == "input")]
+    out = []
+    for keys, g in rows.groupby(by, sort=False):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        wide = g.pivot_table(index="seed", columns="image", values="correct", aggfunc="first")
+        row = dict(zip(by, keys))
+        row.update(accuracy_row(wide.to_numpy(dtype=bool), n_boot=n_boot, prefix="snn_"))
+        if "ann_correct" in g:
+            ann = g[g.seed == g.seed.min()].sort_values("image").ann_correct.to_numpy(dtype=bool)
+            row.update({k: v for k, v in accuracy_row(ann, prefix="ann_").items() if k != "ann_n_seeds"})
+            row["mcnemar_p"] = mcnemar(np.tile(ann, wide.shape[0]), wide.to_numpy(dtype=bool).ravel()).p_exact
+        row["tie_fraction"] = float(g.groupby("seed").tie_fraction.first().mean()) if "tie_fraction" in g else np.nan
+        row["T_ms"] = float(g.duration_ms.iloc[0])
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def paired_test(table: pd.DataFrame, by: list[str], column: str, reference, others) -> pd.DataFrame:
+    """McNemar (exact and mid-p) of ``column == reference`` against each of ``others`` on the same (image, seed) pairs."""
+    from bioconv.stats import mcnemar
+
+    rows = table[(table.kind == "layer") & (table.layer == "input")]
+    out = []
+    groups = rows.groupby(by, sort=False) if by else [((), rows)]
+    for keys, g in groups:
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        ref = g[g[column] == reference].set_index(["seed", "image"]).correct
+        for other in others:
+            alt = g[g[column] == other].set_index(["seed", "image"]).correct
+            common_idx = ref.index.intersection(alt.index)
+            if len(common_idx) == 0:
+                continue
+            res = mcnemar(ref.loc[common_idx].to_numpy(bool), alt.loc[common_idx].to_numpy(bool))
+            out.append({**dict(zip(by, keys)), "reference": reference, "other": other, "n_pairs": len(common_idx),
+                        f"{reference}_only_right": res.b, "other_only_right": res.c, "p_exact": res.p_exact,
+                        "p_mid": res.p_mid})
+    return pd.DataFrame(out)
 
 
 def set_checkpoint(cfg: dict, ckpt: str) -> dict:

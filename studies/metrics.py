@@ -162,6 +162,8 @@ def summarize(result, graph, x: np.ndarray, ann_correct: Optional[np.ndarray] = 
         table["ann_ci_low"], table["ann_ci_high"] = wilson_interval(int(ann_correct.sum()), n)
         table["loss_pct"] = 100.0 * (float(np.mean(ann_correct)) - float(acc[-1]))
         table["mcnemar_p"] = mcnemar(ann_correct, correct).p_exact
+        img = table.image.to_numpy()
+        table["ann_correct"] = np.where(img >= 0, ann_correct[np.clip(img, 0, None)], False)
     return table
 
 
@@ -201,4 +203,18 @@ def rate_histograms(result, bins_hz: np.ndarray) -> pd.DataFrame:
         counts, _ = np.histogram(r, bins=bins_hz)
         rows.append(pd.DataFrame({"kind": "hist", "layer": name, "rate_lo_hz": bins_hz[:-1], "rate_hi_hz": bins_hz[1:],
                                   "n": counts, "frac_silent": float(np.mean(r == 0))}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def correct_at(result, times_ms) -> pd.DataFrame:
+    """Per image (``kind="acc_at"``): correct or not at each fixed time T ≤ the duration (ties and silence wrong)."""
+    pred = predictions_vs_time(result)
+    t = result.bin_times_ms()
+    rows = []
+    for T in times_ms:
+        if T > t[-1] + 1e-9:
+            continue
+        k = int(np.searchsorted(t, T - 1e-9))
+        rows.append(pd.DataFrame({"kind": "acc_at", "layer": "output", "image": np.arange(result.n_images),
+                                  "t_ms": float(t[k]), "correct": pred[:, k] == result.labels}))
     return pd.concat(rows, ignore_index=True)

@@ -149,7 +149,7 @@ def test_response_curves_quick_writes_figure(tmp_path):
 
 
 NETWORK_STUDIES = ["rate_degeneration", "norm_comparison", "rate_range", "convergence",
-                   "accuracy_table", "neuron_models", "dt_fidelity", "conversion_acceptance"]
+                   "accuracy_table", "neuron_models", "dt_fidelity", "conversion_acceptance", "plausibility"]
 
 
 @pytest.fixture(scope="module")
@@ -221,3 +221,40 @@ def test_network_run_one_is_bit_identical(quick_env):
     pd.testing.assert_frame_equal(a, b, check_exact=True)
     c = convergence.run_one({**cfg, "seed": 3})
     assert not np.array_equal(a.spikes.to_numpy(), c.spikes.to_numpy())
+
+
+@pytest.mark.slow
+def test_tables_carry_intervals_seeds_and_tie_rule(quick_env):
+    """Network tables: per-image correctness with ties counted wrong, Wilson CI, n and seeds; Table 3 has McNemar p."""
+    from bioconv.commands.study import run_study
+    from bioconv.stats import count_predictions  # noqa: F401  (the documented tie rule)
+
+    out, ckpt = quick_env
+    run_study("accuracy_table", quick=True, ckpt=str(ckpt), out=out, figures=out / "fig")  # cached by then
+    table = pd.read_parquet(out / "accuracy_table-quick.parquet")
+    layer = table[table.kind == "layer"]
+    assert (layer.snn_ci_low <= layer.snn_accuracy).all() and (layer.snn_accuracy <= layer.snn_ci_high).all()
+    assert {"n_images", "n_seeds", "tie_fraction", "mcnemar_p", "decision_ms", "seed"} <= set(table.columns)
+    t3 = pd.read_csv(out / "fig" / "table3_accuracy.csv")
+    assert any(c.startswith("McNemar p vs MCR") for c in t3.columns) and "Seeds" in t3
+    assert t3.loc[t3.Method != "mcr", [c for c in t3.columns if c.startswith("McNemar")]].notna().all().all()
+
+
+@pytest.mark.slow
+def test_plausibility_reports_rates_irregularity_and_latency(quick_env):
+    from bioconv.commands.study import run_study
+    from studies import plausibility
+
+    out, ckpt = quick_env
+    run_study("plausibility", quick=True, ckpt=str(ckpt), out=out, figures=out / "fig")
+    table = pd.read_parquet(out / "plausibility-quick.parquet")
+    s = plausibility.summary(table)
+    assert {"IF-zero", "LIF-ref2"} == set(s.neuron) and "input" in set(s.layer)
+    assert s.frac_silent.between(0, 1).all() and (s.p95_rate_hz >= s.median_rate_hz).all()
+    spiking = s[s.layer != "input"]
+    assert (spiking.layer_max_rate_hz <= spiking.rate_hz * 2).all()  # calibrated rates, not 1/dt
+    assert spiking.cv_isi_median.dropna().between(0, 5).all() and spiking.fano_median.dropna().ge(0).all()
+    raster = table[table.kind == "raster"]
+    assert {"input"} < set(raster.layer)
+    sweep = plausibility.sweep_summary(table)
+    assert (sweep.ci_low <= sweep.accuracy).all() and set(sweep.t_ms) == {250.0}
