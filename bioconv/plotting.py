@@ -126,7 +126,7 @@ def zoom_percent(ax, values: Iterable[float], margin: float = 1.0, axis: str = "
 def legend_outside(ax, loc: str = "right", **kw) -> None:
     """A legend outside the axes (right of it, or below it), so it never covers data."""
     if loc == "below":
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=kw.pop("ncol", 3), **kw)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, kw.pop("offset", -0.32)), ncol=kw.pop("ncol", 3), **kw)
     else:
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), **kw)
 
@@ -148,3 +148,14 @@ def errorbars(ax, x, y, lo, hi, **kw):
     """Points with asymmetric error bars from interval bounds (same units as y)."""
     y, lo, hi = (np.asarray(a, dtype=float) for a in (y, lo, hi))
     return ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt=kw.pop("fmt", "o"), capsize=kw.pop("capsize", 1.5), **kw)
+
+
+def rate_ticks(ax, rates: Iterable[float], axis: str = "x") -> None:
+    """Label a log rate axis at the given rates with plain numbers (no 2x10^1 clutter)."""
+    from matplotlib.ticker import NullFormatter, NullLocator
+
+    rates = sorted(set(float(r) for r in rates))
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_minor_locator(NullLocator())
+    target.set_minor_formatter(NullFormatter())
+    (ax.set_xticks if axis == "x" else ax.set_yticks)(rates, [f"{r:g}" for r in rates])

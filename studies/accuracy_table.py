@@ -145,7 +145,7 @@ def plot(table: pd.DataFrame, outdir) -> list:
         ax.set_yticks(range(len(methods)), [f"{m} ({rates[m]:.0f} Hz)" for m in methods], fontsize=6)
         ax.set_title(col.replace("Loss ", "loss at ").replace(" (%)", ""), fontsize=7)
     fig.colorbar(image, ax=axes[0].tolist(), label="conversion loss (%)", shrink=0.9, extend="max")
-    caption(fig, "cnn7 (pools folded)", "IF, LIF (tau_m 20 ms), SRM; delta and alpha synapses",
+    caption(fig, common.network_label(table), "IF, LIF (tau_m 20 ms), SRM; delta and alpha synapses",
             "max/robust/Spike-Norm 1000 Hz, MCR-Norm 200 Hz", int(t3.Images.iloc[0]), int(t3.Seeds.iloc[0]),
             "intervals and McNemar p in table3_accuracy.csv")
     paths += save_figure(fig, t3, outdir, "fig6_accuracy_table")

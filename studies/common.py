@@ -198,6 +198,14 @@ def accuracy_summary(table: pd.DataFrame, by: list[str], n_boot: int = 1000) -> 
     return pd.DataFrame(out)
 
 
+def network_label(table: pd.DataFrame) -> str:
+    """The network of a study table for figure captions: checkpoint name and pool handling."""
+    ckpts = sorted({Path(str(c)).stem for c in table["ckpt"].dropna()}) if "ckpt" in table else []
+    pools = sorted(set(table["pools"].dropna())) if "pools" in table else []
+    name = ", ".join(ckpts) or "network"
+    return f"{name} (pools {'/'.join(pools)})" if pools else name
+
+
 def paired_test(table: pd.DataFrame, by: list[str], column: str, reference, others) -> pd.DataFrame:
     """McNemar (exact and mid-p) of ``column == reference`` against each of ``others`` on the same (image, seed) pairs."""
     from bioconv.stats import mcnemar

@@ -48,7 +48,7 @@ def plot(table: pd.DataFrame, outdir) -> list:
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
     legend_outside(ax)
-    caption(fig, "cnn7 (pools folded)", "IF reset to zero / subtract, delta synapses", "MCR-Norm 200 Hz, max-norm 1000 Hz",
+    caption(fig, common.network_label(table), "IF reset to zero / subtract, delta synapses", "MCR-Norm 200 Hz, max-norm 1000 Hz",
             int(acc.snn_n_images.iloc[0]), int(acc.snn_n_seeds.iloc[0]), "points: accuracy at T with 95 % CI")
     data = curves.merge(acc, on=["method", "neuron", "rate_hz"])
     return save_figure(fig, data, outdir, "fig5_convergence")

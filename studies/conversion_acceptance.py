@@ -155,7 +155,7 @@ def plot(table: pd.DataFrame, outdir) -> list:
     axes[0][1].set_xlabel("spikes per image (×1000, all layers)")
     legend_outside(axes[0][1])
     per_image = table[(table.kind == "layer") & (table.layer == "input")]
-    caption(fig, "cnn7 (pools folded)", "IF reset to zero, delta synapses", "MCR-Norm 200 Hz vs max/robust 1000 Hz",
+    caption(fig, common.network_label(table), "IF reset to zero, delta synapses", "MCR-Norm 200 Hz vs max/robust 1000 Hz",
             int(per_image.image.nunique()), int(per_image.seed.nunique()), "Brian2; accuracy averaged over seeds")
     data = times[["variant", "method", "rate_hz", "t_ms", "accuracy", "spikes_to_t", "ann_accuracy"]]
     paths = save_figure(fig, data, outdir, "fig9_conversion_acceptance")

@@ -61,7 +61,7 @@ def plot(table: pd.DataFrame, outdir) -> list:
     summary = layers.groupby("sim_dt_ms")[["latency_ms", "spikes_per_image", "synops_per_image",
                                             "duration_ms"]].mean().reset_index()
     summary = summary.merge(common.accuracy_summary(table, ["sim_dt_ms"]), on="sim_dt_ms")
-    caption(fig, "cnn7 (pools folded)", "IF reset to zero, delta synapses", "MCR-Norm 200 Hz (calibrated at dt = 1 ms)",
+    caption(fig, common.network_label(table), "IF reset to zero, delta synapses", "MCR-Norm 200 Hz (calibrated at dt = 1 ms)",
             int(summary.snn_n_images.iloc[0]), int(summary.snn_n_seeds.iloc[0]), "Brian2")
     data = pd.concat([curves.assign(part="time"), rates.assign(part="rate"), summary.assign(part="summary")],
                      ignore_index=True)

@@ -81,7 +81,7 @@ def plot(table: pd.DataFrame, outdir) -> list:
     ax.set_xlabel("rate of a neuron on an image (Hz)")
     ax.set_ylabel("fraction of neuron-images")
     ax.set_title("(c) rate distributions (> 0 Hz; -- alpha)")
-    caption(fig, "cnn7 (pools folded)", "IF, LIF (tau_m 20 ms), SRM (tau_s = tau_r = 1 ms); alpha tau_s 1 ms",
+    caption(fig, common.network_label(table), "IF, LIF (tau_m 20 ms), SRM (tau_s = tau_r = 1 ms); alpha tau_s 1 ms",
             "MCR-Norm 200 Hz", int(s.snn_n_images.iloc[0]), int(s.snn_n_seeds.iloc[0]))
     data = pd.concat([s.assign(part="summary"),
                       hists.assign(part="hist")[["part", "model", "layer", "rate_lo_hz", "rate_hi_hz", "n"]]],

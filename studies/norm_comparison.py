@@ -103,7 +103,7 @@ def plot(table: pd.DataFrame, outdir) -> list:
     ax.set_ylabel(f"accuracy at T = {s.T_ms.iloc[0]:g} ms (%)")
     zoom_percent(ax, list(100 * s.snn_ci_low) + list(100 * s.snn_ci_high) + [100 * ann], margin=0.5)
     ax.set_title("(d) accuracy, 95 % CI (dotted: ANN)")
-    caption(fig, "cnn7 (pools folded)", "IF reset to zero, delta synapses",
+    caption(fig, common.network_label(table), "IF reset to zero, delta synapses",
             "max/robust/Spike-Norm at 1000 Hz, MCR-Norm at 200 Hz", int(s.snn_n_images.iloc[0]),
             int(s.snn_n_seeds.iloc[0]))
     data = pd.concat([curves.assign(part="curve")[["part", "method", "layer", "x", "n", "mean_rate_hz"]],

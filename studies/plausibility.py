@@ -88,6 +88,7 @@ def rate_distributions(graph, result, cfg) -> pd.DataFrame:
             "kind": "rate_hist", "layer": name, "depth": depth, "rate_lo_hz": LOG_BINS_HZ[:-1],
             "rate_hi_hz": LOG_BINS_HZ[1:], "n": hist, "frac_silent": float(np.mean(flat == 0)),
             "median_rate_hz": float(np.median(flat)), "p95_rate_hz": float(np.percentile(flat, 95)),
+            "median_active_rate_hz": float(np.median(flat[flat > 0])) if (flat > 0).any() else np.nan,
             "mean_rate_hz": float(flat.mean()), "layer_max_rate_hz": float(flat.max()),
             "spikes_per_neuron": float(flat.mean() * t_s)}))
     return pd.concat(rows, ignore_index=True)
@@ -146,7 +147,8 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     """Regime part: one row per (neuron, rate, layer) with rate statistics, irregularity and latency."""
     regime = table[table.part == "regime"]
     hist = regime[regime.kind == "rate_hist"].groupby(["neuron", "rate_hz", "layer"], sort=False)[
-        ["depth", "frac_silent", "median_rate_hz", "p95_rate_hz", "mean_rate_hz", "layer_max_rate_hz",
+        ["depth", "frac_silent", "median_rate_hz", "median_active_rate_hz", "p95_rate_hz", "mean_rate_hz",
+         "layer_max_rate_hz",
          "spikes_per_neuron"]].mean().reset_index()
     irr = regime[regime.kind == "irregularity"][["neuron", "rate_hz", "layer", "cv_isi_median", "cv_isi_p25",
                                                    "cv_isi_p75", "fano_median", "n_cv", "n_fano"]]
@@ -173,7 +175,7 @@ def sweep_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 def plot(table: pd.DataFrame, outdir) -> list:
     from bioconv.plotting import NEURON_COLORS, caption, errorbars, figure, legend_outside, ordered_colors, \
-        save_figure, zoom_percent
+        rate_ticks, save_figure, zoom_percent
 
     s = summary(table)
     sw = sweep_summary(table)
@@ -196,7 +198,7 @@ def plot(table: pd.DataFrame, outdir) -> list:
         ax.set_ylabel("fraction")
         ax.set_title(f"{neuron}: rates at {max(rates):g} Hz max", fontsize=7)
         if row == 0:
-            legend_outside(ax, loc="below", ncol=3, fontsize=5)
+            legend_outside(ax, loc="below", ncol=4, fontsize=5, offset=-0.45)
         ax = axes[row][1]  # (b) silent fraction, median, p95 per layer and max rate
         for rate in rates:
             g = s[(s.neuron == neuron) & (s.rate_hz == rate)].sort_values("depth")
@@ -256,13 +258,14 @@ def plot(table: pd.DataFrame, outdir) -> list:
             errorbars(ax, gt.rate_hz, 100 * gt.accuracy, 100 * gt.ci_low, 100 * gt.ci_high, color=tcol[t],
                       label=f"T = {t:g} ms", ms=2)
         ax.set_xscale("log")
+        rate_ticks(ax, g.rate_hz)
         ax.set_xlabel("max rate (Hz)")
         ax.set_ylabel("accuracy (%)")
         zoom_percent(ax, list(100 * g.ci_low) + list(100 * g.ci_high))
         ax.set_title(f"{neuron}: accuracy vs max rate", fontsize=7, color=NEURON_COLORS.get(neuron, "k"))
-        legend_outside(ax, loc="below", ncol=2, fontsize=5)
+        legend_outside(ax, loc="below", ncol=2, fontsize=5, offset=-0.4)
     n_img = int(regime[(regime.kind == "layer") & (regime.layer == "input")].image.nunique())
-    caption(fig, "cnn7 (pools folded)", "IF reset to zero; LIF tau_m 20 ms, refractory 2 ms; delta synapses",
+    caption(fig, common.network_label(regime), "IF reset to zero; LIF tau_m 20 ms, refractory 2 ms; delta synapses",
             "MCR-Norm", n_img, int(regime.seed.nunique()),
             f"regime T = {regime.duration_ms.max():g} ms; CV/Fano on {int(regime.n_repeat_images.max())} images "
             f"x {int(regime.n_repeats.max())} repeats")

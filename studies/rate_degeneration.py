@@ -66,7 +66,7 @@ def plot(table: pd.DataFrame, outdir) -> list:
     ax.set_title("(c) layer-wise slope")
     legend_outside(ax, loc="below", ncol=2)
     per_image = table[(table.kind == "layer") & (table.layer == "input")]
-    caption(fig, "cnn7 (pools folded)", "IF reset to zero, delta synapses", "max-norm 1000 Hz, MCR-Norm 200 Hz",
+    caption(fig, common.network_label(table), "IF reset to zero, delta synapses", "max-norm 1000 Hz, MCR-Norm 200 Hz",
             int(per_image.image.nunique()), int(per_image.seed.nunique()), "rates averaged over seeds")
     data = curves[["method", "layer", "depth", "x", "n", "mean_rate_hz", "sd_rate_hz", "slope_hz",
                    "target_rate_hz", "rel_slope", "layer_max_rate_hz"]]

@@ -84,7 +84,7 @@ def plot(table: pd.DataFrame, outdir) -> list:
     if bad:
         axes[0][1].text(bad[0], ax.get_ylim()[1], " unreachable", color="C3", fontsize=6, va="top", ha="right",
                         rotation=90)
-    caption(fig, "cnn7 (pools folded)", "IF reset to zero, delta synapses", "MCR-Norm", int(rows.snn_n_images.iloc[0]),
+    caption(fig, common.network_label(table), "IF reset to zero, delta synapses", "MCR-Norm", int(rows.snn_n_images.iloc[0]),
             int(rows.snn_n_seeds.iloc[0]), f"T = {rows.T_ms.iloc[0]:g} ms")
     rows = pd.concat([rows, pd.DataFrame({"rate_hz": bad, "unreachable": True})], ignore_index=True)
     return save_figure(fig, rows, outdir, "fig4_rate_range")
