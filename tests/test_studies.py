@@ -113,12 +113,25 @@ def _not_a_table(cfg: dict):
 
 
 def test_latency_definition():
-    from studies.common import latency_ms
+    """Time to a stable decision per image; no latency for a network that does not classify."""
+    from studies.metrics import decision_times_ms, first_spike_ms, latency_ms
 
     t = np.arange(1.0, 7.0)
-    assert latency_ms(t, np.array([0.1, 0.5, 0.99, 0.97, 0.99, 0.99])) == 5.0
-    assert latency_ms(t, np.array([0.1, 0.5, 0.99, 0.9895, 0.99, 0.99])) == 3.0  # within 0.1 %
-    assert latency_ms(t, np.full(6, 0.9)) == 1.0
+    pred = np.array([[-1, 3, 3, 3, 3, 3],    # decided at 2 ms
+                     [-1, 2, 5, 2, 5, 5],    # flips until 5 ms
+                     [1, 1, 1, 1, 1, -1],    # undecided (tie or silence) at T
+                     [4, 4, 4, 4, 4, 4]])    # decided at the first bin
+    d = decision_times_ms(pred, t)
+    np.testing.assert_array_equal(d[[0, 1, 3]], [2.0, 5.0, 1.0])
+    assert np.isnan(d[2])
+    counts = np.zeros((2, 6, 3))
+    counts[0, 3:, 1] = 1
+    f = first_spike_ms(counts, t)
+    assert f[0] == 4.0 and np.isnan(f[1])
+    correct = np.ones(100, bool)
+    assert latency_ms(np.full(100, 7.0), correct, 10) == 7.0
+    chance = np.r_[np.ones(10, bool), np.zeros(90, bool)]  # 10 % on 10 classes: never classifies
+    assert np.isnan(latency_ms(np.full(100, 1.0), chance, 10))
 
 
 def test_response_curve_if_subtract_is_relu():
