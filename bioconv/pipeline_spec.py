@@ -109,8 +109,8 @@ class ConversionSpec:
             raise ValueError("the SRM has no absolute refractory period (its refractory kernel is tau_r); "
                              "set refractory to 0ms")
         if self.neuron == "srm" and self.synapse == "alpha":
-            raise ValueError("the SRM filters its input with its own PSP kernel: use synapse='delta' and set the "
-                             "kernel with tau_syn")
+            raise ValueError("the SRM filters its input with its own PSP kernel: use synapse='delta' with SRM "
+                             "and set the kernel with tau_syn")
         object.__setattr__(self, "options", dict(self.options))
 
     # ------------------------------------------------------------------ models

@@ -100,7 +100,7 @@ def table3(table: pd.DataFrame) -> pd.DataFrame:
 def to_latex(t3: pd.DataFrame) -> str:
     """LaTeX tabular (booktabs) of :func:`table3`."""
     cols = [c for c in t3.columns if c not in ("Images", "Seeds")]
-    fmt = {c: (lambda v: f"{v:.2f}") for c in cols if c.endswith("(%)") or c == "Latency (ms)"}
+    fmt = {c: (lambda v: f"{v:.2f}") for c in cols if (c.endswith("(%)") and "CI" not in c) or c == "Latency (ms)"}
     fmt.update({c: (lambda v: f"{v:.2g}") for c in cols if c.startswith("McNemar")})
     fmt["Target rate (Hz)"] = lambda v: f"{v:.0f}"
     fmt.update({c: (lambda v: f"{v:.3g}") for c in ("Spikes/image", "SynOps/image", "Energy/image (α)")})

@@ -36,7 +36,7 @@ def grid(quick: bool = False) -> list[dict]:
     """Constant current (synapse "none") per neuron; noise through delta and alpha synapses
     (SRM only with delta: its kernel is its synapse)."""
     configs = []
-    for neuron in NEURONS:
+    for neuron in COLORS:  # the four models of the figure (NEURONS also has study-only variants)
         for synapse in ("none", "delta", "alpha"):
             if neuron == "SRM" and synapse == "alpha":
                 continue

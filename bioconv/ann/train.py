@@ -1,4 +1,4 @@
-"""Training and evaluation of zoo ANNs (seed 000 Table 2): cross-entropy, Adadelta, batch 100.
+"""Training and evaluation of zoo ANNs (the MCR-Norm paper's Table 2): cross-entropy, Adadelta, batch 100.
 
 Optional extras as in the seed: early stopping on a seeded validation split
 (patience in epochs, best weights restored), data augmentation (random shifts of

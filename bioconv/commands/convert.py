@@ -70,7 +70,19 @@ def spec_from_args(args: argparse.Namespace):
     from bioconv.pipeline import method, method_options, rates
     from bioconv.pipeline_spec import ConversionSpec
 
+    from bioconv.normalize.scaling import check_rate
+
     method(args.norm)  # unknown names: an error naming the known ones
+    dt = parse_time(args.dt)
+    if not float(dt) > 0:
+        raise ValueError(f"--dt must be > 0, got {args.dt}")
+    for flag, value in (("--target-rate", args.target_rate), ("--input-rate", args.input_rate)):
+        if value:
+            check_rate(parse_rate(value), flag, dt)
+    if args.calib < 1:
+        raise ValueError(f"--calib must be >= 1 image, got {args.calib}")
+    if args.calib_sim < 1:
+        raise ValueError(f"--calib-sim must be >= 1 image, got {args.calib_sim}")
     options: dict = {}
     for key, value in (("percentile", args.percentile), ("tolerance", args.tolerance),
                        ("rate_stat", args.rate_stat), ("rate_percentile", args.rate_percentile)):
