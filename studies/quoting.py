@@ -45,17 +45,35 @@ class Quote:
     text: str
 
 
+CODE = re.compile(r"```.*?```|`[^`\n]*`", re.S)
+
+
 def parse_quotes(markdown: str) -> list[Quote]:
-    """Every marked number of a Markdown text; ValueError for a malformed marker."""
+    """Every marked number of a Markdown text (not inside code spans or blocks); ValueError for a malformed marker."""
     quotes = []
-    for m in MARKER.finditer(markdown):
-        parts = [p.strip() for p in m["spec"].split("|")]
+    # markers are located with code blanked out (same offsets), their fields read from the original text
+    # (pandas queries quote column names with backticks, which look like code spans)
+    blanked = "".join(_blank_code(markdown))
+    for m in MARKER.finditer(blanked):
+        spec = markdown[m.start("spec"):m.end("spec")]
+        parts = [p.strip() for p in spec.split("|")]
         line = markdown.count("\n", 0, m.start()) + 1
         if len(parts) != 4:
             raise ValueError(f"line {line}: a number marker needs 4 fields 'csv | query | expr | format', "
-                             f"got {m['spec']!r}")
-        quotes.append(Quote(line, *parts, text=m["text"].strip()))
+                             f"got {spec!r}")
+        quotes.append(Quote(line, *parts, text=markdown[m.start("text"):m.end("text")].strip()))
     return quotes
+
+
+def _blank_code(markdown: str):
+    """The text with code blocks and code spans outside number markers replaced by spaces."""
+    pos = 0
+    for m in CODE.finditer(markdown):
+        inside = markdown.rfind("<!--num", 0, m.start()) > markdown.rfind("-->", 0, m.start())
+        yield markdown[pos:m.start()]
+        yield m.group() if inside else re.sub(r"[^\n]", " ", m.group())
+        pos = m.end()
+    yield markdown[pos:]
 
 
 def _scalar(value: Any) -> float:

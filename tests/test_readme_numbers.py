@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from studies.quoting import MARKER, check_quotes, parse_quotes
+from studies.quoting import MARKER, _blank_code, check_quotes, parse_quotes
 
 FIGURES = Path(__file__).resolve().parents[1] / "figures"
 
@@ -30,8 +30,9 @@ def _copy(tmp_path: Path) -> Path:
 def test_an_edited_number_fails(tmp_path):
     readme = _copy(tmp_path)
     text = readme.read_text()
-    m = next(MARKER.finditer(text))
-    digits = re.sub(r"\d", lambda d: str((int(d.group()) + 1) % 10), m["text"], count=1)
+    blanked = "".join(_blank_code(text))  # same offsets, documentation code blanked
+    m = next(MARKER.finditer(blanked))
+    digits = re.sub(r"\d", lambda d: str((int(d.group()) + 1) % 10), text[m.start("text"):m.end("text")], count=1)
     readme.write_text(text[:m.start("text")] + digits + text[m.end("text"):])
     problems = check_quotes(readme)
     assert len(problems) == 1 and "text says" in problems[0]
@@ -57,3 +58,5 @@ def test_malformed_and_ambiguous_markers_are_errors(tmp_path):
     assert "not one" in check_quotes(readme)[0]
     readme.write_text("<!--num fig4_rate_range.csv | rate_hz == 50 | 100*snn_accuracy | .1f-->98.7<!--/num-->")
     assert check_quotes(readme) == []
+    readme.write_text("example: `<!--num x.csv | * | y | .1f-->1<!--/num-->`\n```\n<!--num a | b-->2<!--/num-->\n```\n")
+    assert parse_quotes(readme.read_text()) == []  # markers inside code are documentation
