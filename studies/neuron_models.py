@@ -58,13 +58,13 @@ def plot(table: pd.DataFrame, outdir) -> list:
     ax.set_xticks(xs, s.model, rotation=90, fontsize=6)
     ax.set_ylabel(f"accuracy at T = {s.T_ms.iloc[0]:g} ms (%)")
     zoom_percent(ax, list(100 * s.snn_ci_low) + list(100 * s.snn_ci_high) + [100 * s.ann_accuracy.iloc[0]])
-    ax.set_title("(a) accuracy, 95 % CI (o delta, s alpha; dotted ANN)")
+    ax.set_title("(a) accuracy, 95 % CI")
     ax = axes[0][1]
     for _, r in s.iterrows():
         ax.scatter(r.spikes_per_image, r.latency_ms, color=NEURON_COLORS.get(r.neuron, "k"), marker=marker[r.synapse],
                    label=r.model)
     ax.set_xlabel("spikes per image")
-    ax.set_ylabel("median time to a stable decision (ms)")
+    ax.set_ylabel("time to stable decision (ms)")
     ax.set_title("(b) latency vs spikes")
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
@@ -80,9 +80,9 @@ def plot(table: pd.DataFrame, outdir) -> list:
     ax.set_yscale("log")
     ax.set_xlabel("rate of a neuron on an image (Hz)")
     ax.set_ylabel("fraction of neuron-images")
-    ax.set_title("(c) rate distributions (> 0 Hz; -- alpha)")
-    caption(fig, common.network_label(table), "IF, LIF (tau_m 20 ms), SRM (tau_s = tau_r = 1 ms); alpha tau_s 1 ms",
-            "MCR-Norm 200 Hz", int(s.snn_n_images.iloc[0]), int(s.snn_n_seeds.iloc[0]))
+    ax.set_title("(c) rates > 0 Hz (-- alpha)")
+    caption(fig, common.network_label(table), "IF, LIF (tau_m 20 ms), SRM (tau_s = tau_r = 1 ms); alpha tau_s 1 ms "
+            "(o delta, s alpha); dotted line: source ANN", "MCR-Norm 200 Hz; latency: median time to a stable decision", int(s.snn_n_images.iloc[0]), int(s.snn_n_seeds.iloc[0]))
     data = pd.concat([s.assign(part="summary"),
                       hists.assign(part="hist")[["part", "model", "layer", "rate_lo_hz", "rate_hi_hz", "n"]]],
                      ignore_index=True)

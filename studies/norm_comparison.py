@@ -90,21 +90,21 @@ def plot(table: pd.DataFrame, outdir) -> list:
     ax = axes[0][2]
     ax.bar(xs, s.spikes_per_image, color=[method_color(m) for m in s.method])
     ax.set_ylim(bottom=0)
-    ax.set_xticks(xs, s.method)
+    ax.set_xticks(xs, s.method, rotation=45)
     ax.set_ylabel("spikes per image")
-    ax.set_title("(c) spikes per image")
+    ax.set_title("(c) spikes/image")
     ax = axes[0][3]
     for x, (_, r) in zip(xs, s.iterrows()):
         errorbars(ax, [x], [100 * r.snn_accuracy], [100 * r.snn_ci_low], [100 * r.snn_ci_high],
                   color=method_color(r.method))
     ann = s.ann_accuracy.iloc[0]
     ax.axhline(100 * ann, color="k", ls=":", lw=0.8)
-    ax.set_xticks(xs, s.method)
+    ax.set_xticks(xs, s.method, rotation=45)
     ax.set_ylabel(f"accuracy at T = {s.T_ms.iloc[0]:g} ms (%)")
     zoom_percent(ax, list(100 * s.snn_ci_low) + list(100 * s.snn_ci_high) + [100 * ann], margin=0.5)
-    ax.set_title("(d) accuracy, 95 % CI (dotted: ANN)")
+    ax.set_title("(d) accuracy, 95 % CI")
     caption(fig, common.network_label(table), "IF reset to zero, delta synapses",
-            "max/robust/Spike-Norm at 1000 Hz, MCR-Norm at 200 Hz", int(s.snn_n_images.iloc[0]),
+            "max/robust/Spike-Norm at 1000 Hz, MCR-Norm at 200 Hz; dotted line: source ANN", int(s.snn_n_images.iloc[0]),
             int(s.snn_n_seeds.iloc[0]))
     data = pd.concat([curves.assign(part="curve")[["part", "method", "layer", "x", "n", "mean_rate_hz"]],
                       hists.assign(part="hist")[["part", "method", "layer", "rate_lo_hz", "rate_hi_hz", "n"]],

@@ -119,6 +119,16 @@ def test_convert_equals_the_normalizer_and_keeps_the_source_ann(ckpt, tmp_path):
 
     save_graph(snn, save_graph_only)
     assert load_source_ann(save_graph_only) is None
+    # readable without torch (the brian2cuda environment has none)
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from bioconv.pipeline import load_source_ann\n"
+            f"g = load_source_ann({str(path)!r}); print(len(g.layers))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.split()[-1]) == len(stored.layers)
 
 
 def test_mcr_convert_hits_the_target_on_the_calibration_images(ckpt):
