@@ -158,3 +158,34 @@ def test_cli_convert_exposes_neuron_parameters_and_simulate_reports_loss_against
     assert main(["simulate", str(out), "--engine", "torch", "--n", "20", "--duration", "20ms"]) == 0
     text = capsys.readouterr().out
     assert "(source ANN)" in text and "conversion loss" in text
+
+
+def test_zoo_bn_cnn_folds_batch_norm_exactly(tmp_path, mnist_dir):
+    """The zoo's batch-norm CNN: BN folded and pools folded, the source ANN predicts as torch does."""
+    import torch
+
+    from bioconv.ann import build_model
+    from bioconv.ann.checkpoint import save_checkpoint
+    from bioconv.ann.zoo import ZOO
+    from bioconv.data import load_dataset
+    from bioconv.pipeline import ann_predictions, source_ann
+
+    assert "BN" in ZOO["bn-cnn"] and "p2" in ZOO["bn-cnn"]
+    torch.manual_seed(1)
+    model = build_model("bn-cnn", (1, 28, 28), 10)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.2)
+    model.eval()
+    path = save_checkpoint(model, {"arch": "bn-cnn", "spec": ZOO["bn-cnn"], "dataset": "mnist",
+                                   "input_shape": [1, 28, 28], "n_classes": 10}, tmp_path / "bn.pt")
+    ann, _ = source_ann(path, "fold")
+    x = load_dataset("mnist", "test").images[:100]
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x).float()).argmax(1).numpy()
+    np.testing.assert_array_equal(ann_predictions(ann, x), ref)
+    assert [l.name for l in ann.spiking_layers] == ["conv1", "conv2", "conv3", "fc1", "fc2"]  # pools folded
