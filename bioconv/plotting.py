@@ -3,6 +3,17 @@
 Figure scripts only read result tables. :func:`save_figure` writes ``NAME.pdf``,
 ``NAME.png`` and ``NAME.csv`` (the exact data drawn) into the figure folder, each
 atomically, so a figure and its numbers never disagree.
+
+Rules every figure follows (helpers below):
+
+- one colour and one order per normalization method and per neuron model across all
+  figures (:data:`METHOD_COLORS`, :data:`METHOD_ORDER`, :data:`NEURON_COLORS`);
+- ordered variables (dt, rates, durations) get an ordered palette (:func:`ordered_colors`);
+- bar charts start at zero; accuracies that need a zoomed axis are drawn as points with
+  their 95 % intervals (:func:`zoom_percent`), never as bars;
+- no dual axes; legends outside the data (:func:`legend_outside`);
+- every figure states network, neuron, normalization, number of images and seeds
+  (:func:`caption`).
 """
 
 from __future__ import annotations
@@ -10,7 +21,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from typing import Iterable, Optional, Sequence
+
 import matplotlib
+import numpy as np
 
 matplotlib.use(os.environ.get("MPLBACKEND", "Agg"))
 import matplotlib.pyplot as plt  # noqa: E402
@@ -20,7 +34,7 @@ from bioconv.atomic import atomic_path  # noqa: E402
 from bioconv.simulation import write_table_atomic  # noqa: E402
 
 STYLE = Path(__file__).with_name("bioconv.mplstyle")
-#: seed 000 §8: best accuracy/latency balance between 200 and 400 Hz; biological ceiling ~200 Hz
+#: the MCR-Norm paper (sec. 8): best accuracy/latency balance between 200 and 400 Hz; biological ceiling ~200 Hz
 PLAUSIBLE_BAND_HZ = (200.0, 400.0)
 BIOLOGICAL_CEILING_HZ = 200.0
 
@@ -66,3 +80,82 @@ def mark_rate_band(ax, axis: str = "x") -> None:
     line = ax.axvline if axis == "x" else ax.axhline
     span(*PLAUSIBLE_BAND_HZ, color="0.9", zorder=0, lw=0, label="200–400 Hz band")
     line(BIOLOGICAL_CEILING_HZ, color="0.4", ls=":", lw=0.8, zorder=0, label="biological ceiling")
+
+
+#: one colour per normalization method (Okabe-Ito), in this order in every figure
+METHOD_ORDER: tuple[str, ...] = ("max", "robust", "spike", "mcr", "mcr-slope")
+METHOD_COLORS: dict[str, str] = {"max": "#E69F00", "robust": "#56B4E9", "spike": "#009E73", "mcr": "#0072B2",
+                                 "mcr-slope": "#CC79A7"}
+METHOD_LABELS: dict[str, str] = {"max": "max-norm", "robust": "robust norm", "spike": "Spike-Norm",
+                                 "mcr": "MCR-Norm", "mcr-slope": "MCR-Norm (ρ measured)"}
+#: one colour per neuron model label of the studies
+NEURON_ORDER: tuple[str, ...] = ("IF-zero", "IF-sub", "LIF", "LIF-ref2", "SRM")
+NEURON_COLORS: dict[str, str] = {"IF-zero": "#0072B2", "IF-sub": "#D55E00", "LIF": "#009E73",
+                                 "LIF-ref2": "#117733", "SRM": "#CC79A7"}
+
+
+def method_color(method: str) -> str:
+    """The colour of a normalization method; unknown names raise ValueError naming the known ones."""
+    if method not in METHOD_COLORS:
+        raise ValueError(f"no colour for method {method!r}; known: {', '.join(METHOD_ORDER)}")
+    return METHOD_COLORS[method]
+
+
+def ordered(values: Iterable[str], order: Sequence[str]) -> list[str]:
+    """``values`` sorted by their position in ``order`` (unknown ones last, alphabetically)."""
+    rank = {v: i for i, v in enumerate(order)}
+    return sorted(set(values), key=lambda v: (rank.get(v, len(rank)), str(v)))
+
+
+def ordered_colors(values: Sequence[float], cmap: str = "viridis", log: bool = False) -> dict[float, tuple]:
+    """An ordered palette for an ordered variable: value → colour (low = dark, high = light)."""
+    vals = sorted(set(float(v) for v in values))
+    keys = np.log(vals) if log else np.asarray(vals)
+    span = float(keys.max() - keys.min()) or 1.0
+    cm = matplotlib.colormaps[cmap]
+    return {v: cm(0.05 + 0.8 * (k - keys.min()) / span) for v, k in zip(vals, keys)}
+
+
+def zoom_percent(ax, values: Iterable[float], margin: float = 1.0, axis: str = "y") -> None:
+    """Zoom a 0-100 % axis to where the data (in %) lie, with a margin, clipped to [0, 100]."""
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    lo, hi = (0.0, 100.0) if v.size == 0 else (max(0.0, v.min() - margin), min(100.0, v.max() + margin))
+    (ax.set_ylim if axis == "y" else ax.set_xlim)(lo, hi)
+
+
+def legend_outside(ax, loc: str = "right", **kw) -> None:
+    """A legend outside the axes (right of it, or below it), so it never covers data."""
+    if loc == "below":
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, kw.pop("offset", -0.32)), ncol=kw.pop("ncol", 3), **kw)
+    else:
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), **kw)
+
+
+def caption(fig, network: str, neuron: str, norm: str, n_images: Optional[int], seeds: Optional[int],
+            extra: str = "") -> str:
+    """State network, neuron, normalization, images and seeds on the figure (bottom line); returns the text."""
+    parts = [network, neuron, norm]
+    if n_images is not None:
+        parts.append(f"{n_images} test images" + (f" x {seeds} input seeds" if seeds else ""))
+    if extra:
+        parts.append(extra)
+    text = "; ".join(p for p in parts if p)
+    fig.text(0.5, -0.01, text, ha="center", va="top", fontsize=5.5, color="0.3", wrap=True)
+    return text
+
+
+def errorbars(ax, x, y, lo, hi, **kw):
+    """Points with asymmetric error bars from interval bounds (same units as y)."""
+    y, lo, hi = (np.asarray(a, dtype=float) for a in (y, lo, hi))
+    return ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt=kw.pop("fmt", "o"), capsize=kw.pop("capsize", 1.5), **kw)
+
+
+def rate_ticks(ax, rates: Iterable[float], axis: str = "x") -> None:
+    """Label a log rate axis at the given rates with plain numbers (no 2x10^1 clutter)."""
+    from matplotlib.ticker import NullFormatter, NullLocator
+
+    rates = sorted(set(float(r) for r in rates))
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_minor_locator(NullLocator())
+    target.set_minor_formatter(NullFormatter())
+    (ax.set_xticks if axis == "x" else ax.set_yticks)(rates, [f"{r:g}" for r in rates])

@@ -12,11 +12,20 @@ exist; the parquet is written first and the JSON last, each atomically (temp fil
 rename), so a sweep killed at any point leaves either a complete result or none, and a
 re-run computes exactly the missing configs.
 
+Config keys starting with ``_`` (:data:`RUNTIME_PREFIX`) are runtime settings that do not
+change the result (cache folders, worker counts, threads): they reach ``run_one`` but are
+left out of the hash, the stored config and the table columns.
+
 Executors: ``"local"`` runs in this process (``workers=1``) or in a
 :class:`concurrent.futures.ProcessPoolExecutor`; ``"dask"`` submits to a Dask
 distributed scheduler (``scheduler="tcp://host:port"``) or, without an address, to a
 :class:`distributed.LocalCluster` on loopback. Results always come back to this process,
 which alone writes files (workers need no shared filesystem).
+
+Dying cleanly: process-pool workers exit when the sweep's process dies, even by SIGKILL
+(on Linux the kernel sends them SIGKILL, ``prctl(PR_SET_PDEATHSIG)``; everywhere a watchdog
+thread in each worker exits once its parent process id changes). Temporary files of writes
+that a kill interrupted are removed at the next start (:func:`bioconv.atomic.clean_stale_temps`).
 """
 
 from __future__ import annotations
@@ -25,7 +34,11 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import subprocess
+import sys
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from importlib import metadata
 from pathlib import Path
@@ -34,7 +47,7 @@ from typing import Any, Callable, Iterable, Literal, Mapping, Optional, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
-from bioconv.atomic import atomic_path
+from bioconv.atomic import atomic_path, clean_stale_temps
 from bioconv.simulation import write_table_atomic
 
 log = logging.getLogger(__name__)
@@ -43,12 +56,19 @@ Executor = Literal["local", "dask"]
 EXECUTORS: tuple[str, ...] = ("local", "dask")
 PACKAGES = ("bioconv", "numpy", "pandas", "brian2", "torch", "matplotlib", "dask", "distributed")
 REPO = Path(__file__).resolve().parents[1]
+RUNTIME_PREFIX = "_"
+WATCHDOG_INTERVAL_S = 0.2
+
+
+def hashed_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The config without its runtime keys (those starting with :data:`RUNTIME_PREFIX`)."""
+    return {k: v for k, v in cfg.items() if not str(k).startswith(RUNTIME_PREFIX)}
 
 
 def config_hash(cfg: Mapping[str, Any]) -> str:
-    """16 hex digits of the SHA-256 of the config as canonical JSON (sorted keys)."""
+    """16 hex digits of the SHA-256 of the config (runtime keys left out) as canonical JSON (sorted keys)."""
     try:
-        text = json.dumps(cfg, sort_keys=True, separators=(",", ":"))
+        text = json.dumps(hashed_config(cfg), sort_keys=True, separators=(",", ":"))
     except TypeError as exc:
         raise ValueError(f"study configs must be JSON-serializable (numbers, strings, lists): {exc}") from exc
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -103,7 +123,7 @@ class ResultCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         table_path, meta_path = self.paths(cfg)
         write_table_atomic(table, table_path)  # the JSON, written last, marks the config as done
-        _write_json_atomic({"study": self.study, "config": dict(cfg), "hash": config_hash(cfg),
+        _write_json_atomic({"study": self.study, "config": hashed_config(cfg), "hash": config_hash(cfg),
                             "seed": cfg.get("seed"), "rows": int(len(table)), "seconds": seconds, **prov},
                            meta_path)
 
@@ -119,7 +139,7 @@ def _timed(run_one: Callable[[dict], pd.DataFrame], cfg: dict) -> tuple[pd.DataF
 def _with_config_columns(table: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFrame:
     """Add scalar config entries as columns (existing columns win) and the config hash."""
     table = table.copy()
-    for key, value in cfg.items():
+    for key, value in hashed_config(cfg).items():
         if key not in table.columns and (value is None or isinstance(value, (str, int, float, bool))):
             table[key] = value
     table["config_hash"] = config_hash(cfg)
@@ -159,6 +179,7 @@ def run_sweep(
     for cfg in configs:
         unique.setdefault(config_hash(cfg), dict(cfg))
     cache = ResultCache(out_dir, study)
+    clean_stale_temps(cache.dir)
     todo = [cfg for cfg in unique.values() if not cache.has(cfg)]
     log.info("study %s: %d configs, %d cached, %d to run", study, len(unique), len(unique) - len(todo), len(todo))
     if todo:
@@ -183,10 +204,37 @@ def _execute(todo: list[dict], run_one: Callable, executor: str, workers: int,
         for cfg in todo:
             yield cfg, _timed(run_one, cfg)
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(_timed, run_one, cfg): cfg for cfg in todo}
             for fut in as_completed(futures):
                 yield futures[fut], fut.result()
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make this (worker) process exit when ``parent_pid`` dies, even by SIGKILL.
+
+    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` (the kernel kills us when the parent goes).
+    Everywhere: a daemon thread polls :func:`os.getppid` every :data:`WATCHDOG_INTERVAL_S`
+    and calls ``os._exit`` once it differs from ``parent_pid`` (we were re-parented).
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # pragma: no cover - the watchdog still works
+            log.debug("prctl(PR_SET_PDEATHSIG) unavailable; relying on the watchdog thread")
+    if os.getppid() != parent_pid:  # the parent died before we got here
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(WATCHDOG_INTERVAL_S)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="bioconv-parent-watchdog", daemon=True).start()
 
 
 def _execute_dask(todo: list[dict], run_one: Callable, workers: int,

@@ -1,4 +1,4 @@
-"""Study scripts that regenerate seed 000's results and extend them (``bioconv study NAME``).
+"""Study scripts that regenerate the MCR-Norm paper's results and extend them (``bioconv study NAME``).
 
 Each study module defines ``NAME``, ``grid(quick) -> list[dict]``, ``run_one(cfg) ->
 DataFrame`` and ``plot(table, outdir) -> list[Path]``; :mod:`bioconv.sweep` runs the grid with

@@ -2,9 +2,15 @@ r"""Shared pieces of the network studies: checkpoint → converted Graph (cached
 
 A network study's config names everything that determines its result (dataset, ANN,
 normalization method and target rate, neuron and synapse model, simulation settings,
-engine, seed), so :func:`bioconv.sweep.config_hash` identifies it. Converted graphs are
-cached as ``.bcv`` files by the hash of the conversion keys only, so many simulation
-configs share one (expensive) normalization.
+engine, seeds), so :func:`bioconv.sweep.config_hash` identifies it. The conversion is
+:func:`bioconv.pipeline.convert` on the :class:`~bioconv.pipeline_spec.ConversionSpec` that
+:func:`conversion_spec` builds from the config (the same code as ``bioconv convert`` and the
+demo); converted graphs are cached as ``.bcv`` files (with their source ANN) by the hash of
+the spec and the checkpoint, so many simulation configs share one normalization.
+
+Runtime settings that do not change results (cache folder, Brian2 worker processes, torch
+threads) are config keys starting with ``_`` (:data:`bioconv.sweep.RUNTIME_PREFIX`): they
+are not hashed and not stored as columns. Nothing is read from environment variables.
 
 The metrics are in :mod:`studies.metrics`.
 """
@@ -12,7 +18,6 @@ The metrics are in :mod:`studies.metrics`.
 from __future__ import annotations
 
 import logging
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
@@ -20,7 +25,8 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from studies.metrics import fan_out, latency_ms, rate_histograms, response_table, summarize  # noqa: F401  (re-exported)
+from studies.metrics import (correct_at, fan_out, latency_ms, rate_histograms, response_table,  # noqa: F401
+                             summarize)  # (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +38,23 @@ NEURONS = {
     "IF-sub": ("if", {"reset": "subtract"}),
     "LIF": ("lif", {"tau_m_ms": 20.0, "reset": "zero"}),
     "SRM": ("srm", {"tau_s_ms": 1.0, "tau_r_ms": 1.0}),
+    "LIF-ref2": ("lif", {"tau_m_ms": 20.0, "reset": "zero", "refractory_ms": 2.0}),
 }
-CONVERSION_KEYS = ("dataset", "ckpt", "ckpt_sha256", "method", "rate_hz", "input_rate_hz", "neuron", "synapse",
-                   "calib_n", "calib_duration_ms", "dt_ms", "norm_engine", "seed", "pools", "rho_from_slope")
+#: study neuron label → ConversionSpec fields (SRM: the PSP kernel τ_s is the spec's tau_syn)
+SPEC_FIELDS = {"tau_m_ms": "tau_m", "refractory_ms": "refractory", "tau_s_ms": "tau_syn", "tau_r_ms": "tau_r"}
+DEFAULT_CACHE = REPO / "results" / "studies" / "_cache"
 
 
-def cache_dir() -> Path:
-    """Where converted graphs and quick checkpoints live (``$BIOCONV_STUDY_CACHE``)."""
-    path = Path(os.environ.get("BIOCONV_STUDY_CACHE", REPO / "results" / "studies" / "_cache"))
+def cache_dir(cfg: Optional[dict] = None) -> Path:
+    """Where converted graphs and quick checkpoints live: the config's ``_cache_dir`` or ``results/studies/_cache``."""
+    path = Path((cfg or {}).get("_cache_dir") or DEFAULT_CACHE)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def torch_threads(cfg: dict) -> int:
+    """Torch CPU threads of a simulation (config key ``_torch_threads``, default 1)."""
+    return max(1, int(cfg.get("_torch_threads", 1)))
 
 
 def make_models(neuron: str, synapse: str):
@@ -74,7 +87,7 @@ def images(name: str, split: str, n: int, seed: Optional[int] = None) -> tuple[n
     return ds.images, ds.labels
 
 
-def resolve_checkpoint(ckpt: str, dataset: str = "mnist") -> Path:
+def resolve_checkpoint(ckpt: str, dataset: str = "mnist", cache: Optional[Path] = None) -> Path:
     """``"auto"``: the shared trained cnn7 if present, else a quick ``tiny`` net trained here.
 
     The quick net (1 epoch on 6000 training images, about 20 s on one core) exists so that
@@ -89,12 +102,13 @@ def resolve_checkpoint(ckpt: str, dataset: str = "mnist") -> Path:
         return path
     if DEFAULT_CKPT.exists() and dataset == "mnist":
         return DEFAULT_CKPT
-    return quick_checkpoint(dataset)
+    return quick_checkpoint(dataset, cache=cache)
 
 
-def quick_checkpoint(dataset: str = "mnist", n_train: int = 6000, epochs: int = 1, seed: int = 0) -> Path:
+def quick_checkpoint(dataset: str = "mnist", n_train: int = 6000, epochs: int = 1, seed: int = 0,
+                     cache: Optional[Path] = None) -> Path:
     """Train (once, cached) the zoo's ``tiny`` net briefly; for CI on a fresh machine."""
-    path = cache_dir() / f"tiny-{dataset}-n{n_train}-e{epochs}-s{seed}.pt"
+    path = (cache or cache_dir()) / f"tiny-{dataset}-n{n_train}-e{epochs}-s{seed}.pt"
     if not path.exists():
         log.warning("no trained checkpoint at %s; training a quick 'tiny' net into %s", DEFAULT_CKPT, path)
         _train_quick(path, dataset, n_train, epochs, seed)
@@ -112,35 +126,113 @@ def _train_quick(path: Path, dataset: str, n_train: int, epochs: int, seed: int)
 
 @lru_cache(maxsize=4)
 def ann_graph(ckpt_path: str):
-    """The unconverted ANN Graph of a checkpoint (BN folded; thresholds 1)."""
-    from bioconv.ann import load_checkpoint
-    from bioconv.from_torch import from_torch
+    """The source ANN Graph of a checkpoint (BN folded; thresholds 1; pools as trained)."""
+    from bioconv.pipeline import source_ann
 
-    model, meta = load_checkpoint(ckpt_path)
-    return from_torch(model, tuple(meta["input_shape"]))
+    return source_ann(ckpt_path, "spiking")[0]
 
 
 # ----------------------------------------------------------------------------- conversion
 def net_config(study: str, quick: bool, **overrides: Any) -> dict:
     """The default network-study config; ``overrides`` replace entries.
 
-    Quick: 50 test images of 100 ms, 20 calibration images of 100 ms. Full: 300 test images of
-    300 ms, 100 calibration images of 100 ms (2 shared cores; see figures/README.md).
-    The input rate follows seed 000 §10 (γ₀ = 2η: 400 Hz input for a 200 Hz target), capped at 1000 Hz.
+    Quick: 50 test images of 100 ms, 20 calibration images of 100 ms. Full: the first 1000 test
+    images of 300 ms (accuracy read at T = ``duration_ms``, fixed in advance), 100 calibration
+    images of 100 ms. ``seed`` is the input-spike seed of the test run (grids repeat every
+    config for :func:`seeds`); the conversion uses ``calib_seed`` (0), so all seeds of a
+    config share one converted network.
+    The input rate follows the MCR-Norm paper (γ₀ = 2η: 400 Hz input for a 200 Hz target), capped at 1000 Hz.
+    ``ckpt`` stays as given (default ``"auto"``); ``bioconv study`` resolves it to a concrete
+    file and adds its SHA-256 (:func:`set_checkpoint`) before hashing the config.
     """
     cfg = {
-        "study": study, "dataset": "mnist", "ckpt": os.environ.get("BIOCONV_STUDY_CKPT", "auto"), "method": "mcr", "rate_hz": 200.0,
+        "study": study, "dataset": "mnist", "ckpt": "auto", "method": "mcr", "rate_hz": 200.0,
         "input_rate_hz": None, "neuron": "IF-zero", "synapse": "delta",
         "calib_n": 20 if quick else 100, "calib_duration_ms": 100.0, "norm_engine": "torch",
-        "n_images": 50 if quick else 300, "duration_ms": 100.0 if quick else 300.0, "dt_ms": 1.0,
-        "bin_ms": 1.0, "engine": "torch", "coding": "bernoulli", "seed": 0, "pools": "fold",
+        "n_images": 50 if quick else 1000, "duration_ms": 100.0 if quick else 300.0, "dt_ms": 1.0,
+        "bin_ms": 1.0, "engine": "torch", "coding": "bernoulli", "seed": 0, "calib_seed": 0, "pools": "fold",
     }
     cfg.update(overrides)
-    path = resolve_checkpoint(cfg["ckpt"], cfg["dataset"])  # "auto" → a concrete file, hashed into the config
-    cfg["ckpt"] = str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
-    cfg["ckpt_sha256"] = _sha256(path)
     if cfg["input_rate_hz"] is None:
         cfg["input_rate_hz"] = min(2.0 * cfg["rate_hz"], 1000.0 / cfg["dt_ms"])
+    return cfg
+
+
+#: input-spike seeds of the full runs (every network study repeats each config for each)
+SEEDS_FULL: tuple[int, ...] = (0, 1, 2)
+
+
+def seeds(quick: bool) -> tuple[int, ...]:
+    """Input-spike seeds of a grid: one with ``--quick``, :data:`SEEDS_FULL` otherwise."""
+    return (0,) if quick else SEEDS_FULL
+
+
+def with_seeds(configs: list[dict], quick: bool) -> list[dict]:
+    """Each config once per input-spike seed (the conversion, seeded by ``calib_seed``, is shared)."""
+    return [{**cfg, "seed": s} for cfg in configs for s in seeds(quick)]
+
+
+def accuracy_summary(table: pd.DataFrame, by: list[str], n_boot: int = 1000) -> pd.DataFrame:
+    """Per group: SNN and source-ANN accuracy at T with 95 % intervals, pooled over input seeds.
+
+    From the per-image rows (``kind == "layer"``, ``layer == "input"``). One seed: Wilson;
+    several: bootstrap over images and seeds (:func:`bioconv.stats.accuracy_row`). ``mcnemar_p``:
+    exact McNemar test of SNN vs source ANN on the (image, seed) pairs. Ties count as wrong.
+    """
+    from bioconv.stats import accuracy_row, mcnemar
+
+    rows = table[(table.kind == "layer") & (table.layer == "input")]
+    out = []
+    for keys, g in rows.groupby(by, sort=False):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        wide = g.pivot_table(index="seed", columns="image", values="correct", aggfunc="first")
+        row = dict(zip(by, keys))
+        row.update(accuracy_row(wide.to_numpy(dtype=bool), n_boot=n_boot, prefix="snn_"))
+        if "ann_correct" in g:
+            ann = g[g.seed == g.seed.min()].sort_values("image").ann_correct.to_numpy(dtype=bool)
+            row.update({k: v for k, v in accuracy_row(ann, prefix="ann_").items() if k != "ann_n_seeds"})
+            row["mcnemar_p"] = mcnemar(np.tile(ann, wide.shape[0]), wide.to_numpy(dtype=bool).ravel()).p_exact
+        row["tie_fraction"] = float(g.groupby("seed").tie_fraction.first().mean()) if "tie_fraction" in g else np.nan
+        row["T_ms"] = float(g.duration_ms.iloc[0])
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def network_label(table: pd.DataFrame) -> str:
+    """The network of a study table for figure captions: checkpoint name and pool handling."""
+    ckpts = sorted({Path(str(c)).stem for c in table["ckpt"].dropna()}) if "ckpt" in table else []
+    pools = sorted(set(table["pools"].dropna())) if "pools" in table else []
+    name = ", ".join(ckpts) or "network"
+    return f"{name} (pools {'/'.join(pools)})" if pools else name
+
+
+def paired_test(table: pd.DataFrame, by: list[str], column: str, reference, others) -> pd.DataFrame:
+    """McNemar (exact and mid-p) of ``column == reference`` against each of ``others`` on the same (image, seed) pairs."""
+    from bioconv.stats import mcnemar
+
+    rows = table[(table.kind == "layer") & (table.layer == "input")]
+    out = []
+    groups = rows.groupby(by, sort=False) if by else [((), rows)]
+    for keys, g in groups:
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        ref = g[g[column] == reference].set_index(["seed", "image"]).correct
+        for other in others:
+            alt = g[g[column] == other].set_index(["seed", "image"]).correct
+            common_idx = ref.index.intersection(alt.index)
+            if len(common_idx) == 0:
+                continue
+            res = mcnemar(ref.loc[common_idx].to_numpy(bool), alt.loc[common_idx].to_numpy(bool))
+            out.append({**dict(zip(by, keys)), "reference": reference, "other": other, "n_pairs": len(common_idx),
+                        f"{reference}_only_right": res.b, "other_only_right": res.c, "p_exact": res.p_exact,
+                        "p_mid": res.p_mid})
+    return pd.DataFrame(out)
+
+
+def set_checkpoint(cfg: dict, ckpt: str) -> dict:
+    """Point a config at a checkpoint (``"auto"`` resolves to a concrete file); its SHA-256 is hashed too."""
+    path = resolve_checkpoint(str(ckpt), cfg.get("dataset", "mnist"), cache_dir(cfg))
+    cfg["ckpt"] = str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+    cfg["ckpt_sha256"] = _sha256(path)
     return cfg
 
 
@@ -151,75 +243,71 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
+def conversion_spec(cfg: dict):
+    """The :class:`~bioconv.pipeline_spec.ConversionSpec` of a network-study config.
+
+    Calibration: ``calib_n`` training images drawn with seed ``calib_seed`` (default: the
+    config's ``seed``), all of them simulated for ``calib_duration_ms`` by ``norm_engine``
+    (Brian2: runtime device), input spikes seeded by the same seed.
+    """
+    from bioconv.pipeline_spec import ConversionSpec
+
+    if cfg["neuron"] not in NEURONS:
+        raise ValueError(f"unknown neuron label {cfg['neuron']!r}; choose one of {sorted(NEURONS)}")
+    kind, params = NEURONS[cfg["neuron"]]
+    fields = {"neuron": kind, **{SPEC_FIELDS.get(k, k): (f"{v}ms" if k.endswith("_ms") else v)
+                                 for k, v in params.items()}}
+    if "tau_syn_ms" in cfg:  # the alpha synapse's τ (not for SRM, whose kernel τ_s is its label's)
+        fields["tau_syn"] = f"{cfg['tau_syn_ms']}ms"
+    options = {"rho_from_slope": True} if cfg.get("rho_from_slope") else {}
+    options.update(cfg.get("method_options") or {})
+    calib_seed = int(cfg.get("calib_seed", cfg["seed"]))
+    return ConversionSpec.from_dict({
+        **fields, "method": cfg["method"], "target_rate": f"{cfg['rate_hz']}Hz",
+        "input_rate": f"{cfg['input_rate_hz']}Hz", "synapse": cfg["synapse"], "dt": f"{cfg['dt_ms']}ms",
+        "duration": f"{cfg['calib_duration_ms']}ms", "coding": cfg.get("coding", "bernoulli"),
+        "pools": cfg.get("pools", "fold"), "calib_n": int(cfg["calib_n"]), "calib_sim": int(cfg["calib_n"]),
+        "calib_seed": calib_seed, "calib_engine": cfg["norm_engine"], "calib_device": "runtime",
+        "options": options})
+
+
 def _calib(cfg: dict) -> tuple[np.ndarray, np.ndarray]:
-    return images(cfg["dataset"], "train", cfg["calib_n"], seed=cfg["seed"])
+    spec = conversion_spec(cfg)
+    return images(cfg["dataset"], "train", spec.calib_n, seed=spec.calib_seed)
 
 
 def make_probe(cfg: dict, calib_x: np.ndarray, calib_y: np.ndarray):
     """The normalization probe (:mod:`bioconv.normalize.probes`) on the calibration images."""
-    from brian2 import ms
+    from bioconv.normalize.probes import make_probe as probe
 
-    from bioconv.normalize.probes import Brian2Probe, TorchProbe
-    from bioconv.simulation import SimConfig
+    spec = conversion_spec(cfg)
+    opts = {"device": spec.calib_device} if spec.calib_engine == "brian2" else {}
+    return probe(spec.calib_engine, calib_x, calib_y, spec.calibration_config(), **opts)
 
-    config = SimConfig(duration=cfg["calib_duration_ms"] * ms, dt=cfg["dt_ms"] * ms, coding=cfg["coding"],
-                       seed=cfg["seed"] + 1, bin=cfg["calib_duration_ms"] * ms)
-    if cfg["norm_engine"] == "torch":
-        return TorchProbe(calib_x, calib_y, config)
-    return Brian2Probe(calib_x, calib_y, config, device="runtime")
+
+def _graph_path(cfg: dict) -> Path:
+    from bioconv.sweep import config_hash
+
+    spec = conversion_spec(cfg)
+    ckpt = resolve_checkpoint(cfg["ckpt"], cfg["dataset"], cache_dir(cfg))
+    key = {"spec": spec.to_dict(), "ckpt_sha256": _sha256(ckpt), "dataset": cfg["dataset"]}
+    return cache_dir(cfg) / "graphs" / f"{cfg['method']}-{config_hash(key)}.bcv"
 
 
 def converted_graph(cfg: dict):
-    """checkpoint → from_torch → normalize(method, rate) → Graph, cached by the conversion keys."""
-    from brian2 import Hz, ms
-
-    from bioconv.graphio import load_graph, save_graph
-    from bioconv.sweep import config_hash
-
-    key = {k: cfg[k] for k in CONVERSION_KEYS if k in cfg}  # optional keys only when set (stable hashes)
-    key["ckpt"] = str(resolve_checkpoint(cfg["ckpt"], cfg["dataset"]))
-    if cfg["method"] in ("max", "robust"):  # no simulation involved
-        key.pop("calib_duration_ms"), key.pop("norm_engine")
-    path = cache_dir() / "graphs" / f"{cfg['method']}-{config_hash(key)}.bcv"
-    if path.exists():
-        return load_graph(path)
+    """:func:`bioconv.pipeline.convert` of the config (cached with its source ANN)."""
     import torch
 
-    from bioconv.normalize import data_based, mcr
-    from bioconv.normalize.stats import activation_stats
+    from bioconv.graphio import load_graph
+    from bioconv.pipeline import conversion, save_conversion
 
-    torch.set_num_threads(int(os.environ.get("BIOCONV_TORCH_THREADS", "1")))
-    from bioconv.pool_folding import prepare_pools
-
-    ann = prepare_pools(ann_graph(key["ckpt"]), cfg.get("pools", "fold"))
-    cx, cy = _calib(cfg)
-    stats = activation_stats(ann, cx)
-    neuron, synapse = make_models(cfg["neuron"], cfg["synapse"])
-    common = {"target_rate": cfg["rate_hz"] * Hz, "input_rate": cfg["input_rate_hz"] * Hz, "neuron": neuron,
-              "synapse": synapse, "dt": cfg["dt_ms"] * ms,
-              "calibration": {"dataset": cfg["dataset"], "split": "train", "n": cfg["calib_n"], "seed": cfg["seed"]}}
-    method = cfg["method"]
-    if method == "max":
-        graph = data_based.max_norm(ann, stats, **common)
-    elif method == "robust":
-        graph = data_based.robust_norm(ann, stats, percentile=99.9, **common)
-    elif method == "mcr":
-        graph = mcr.mcr_norm(ann, stats, make_probe(cfg, cx, cy), calib_images=cx, calib_labels=cy,
-                             rho_from_slope=bool(cfg.get("rho_from_slope", False)), progress=False, **common)
-    elif method == "spike":
-        graph = _spike_norm(ann, stats, cfg, cx, cy, common)
-    else:
-        raise ValueError(f"unknown normalization method {method!r}; choose max, robust, spike or mcr")
-    save_graph(graph, path)
-    return graph
-
-
-def _spike_norm(ann, stats, cfg, cx, cy, common):
-    """Spike-Norm: thresholds from the largest per-step input on the calibration spikes (1000 Hz range)."""
-    from bioconv.normalize.spike_norm import spike_norm
-
-    kwargs = {k: v for k, v in common.items() if k != "target_rate"}
-    return spike_norm(ann, stats, make_probe(cfg, cx, cy), progress=False, **kwargs)
+    path = _graph_path(cfg)
+    if path.exists():
+        return load_graph(path)
+    torch.set_num_threads(torch_threads(cfg))
+    result = conversion(conversion_spec(cfg), resolve_checkpoint(cfg["ckpt"], cfg["dataset"], cache_dir(cfg)))
+    save_conversion(result.snn, result.ann, path)
+    return result.snn
 
 
 # ----------------------------------------------------------------------------- simulation
@@ -235,11 +323,11 @@ def sim_config(cfg: dict, duration_ms: Optional[float] = None):
                      bin=cfg.get("bin_ms", dt) * ms)
 
 
-def brian2_workers() -> int:
-    """Standalone binaries run in parallel per simulation (``$BIOCONV_BRIAN2_WORKERS``, default 1).
+def brian2_workers(cfg: dict) -> int:
+    """Standalone binaries run in parallel per simulation (config key ``_brian2_workers``, default 1).
 
     Results do not depend on it (every image has its own seeded input and starts from rest)."""
-    return max(1, int(os.environ.get("BIOCONV_BRIAN2_WORKERS", "1")))
+    return max(1, int(cfg.get("_brian2_workers", 1)))
 
 
 def simulate(graph, cfg: dict, duration_ms: Optional[float] = None):
@@ -248,22 +336,22 @@ def simulate(graph, cfg: dict, duration_ms: Optional[float] = None):
 
     from bioconv.engines import simulate as engine_simulate
 
-    torch.set_num_threads(int(os.environ.get("BIOCONV_TORCH_THREADS", "1")))
+    torch.set_num_threads(torch_threads(cfg))
     x, y = images(cfg["dataset"], "test", cfg["n_images"])
     opts: dict[str, Any] = {}
     if cfg["engine"] == "brian2":
         opts = {"device": cfg.get("device", "runtime"), "target": cfg.get("target", "numpy")}
         if opts["device"] != "runtime":
-            opts["workers"] = brian2_workers()
+            opts["workers"] = brian2_workers(cfg)
             from bioconv.sweep import config_hash
 
-            opts["build_dir"] = str(cache_dir() / "brian2_build" / config_hash(cfg))
+            opts["build_dir"] = str(cache_dir(cfg) / "brian2_build" / config_hash(cfg))
     return engine_simulate(graph, x, y, sim_config(cfg, duration_ms), engine=cfg["engine"], **opts)
 
 
 def ann_correct(cfg: dict) -> np.ndarray:
     """Per-image correctness of the unconverted ANN (numpy forward) on the config's test images."""
-    ann = ann_graph(str(resolve_checkpoint(cfg["ckpt"], cfg["dataset"])))
+    ann = ann_graph(str(resolve_checkpoint(cfg["ckpt"], cfg["dataset"], cache_dir(cfg))))
     x, y = images(cfg["dataset"], "test", cfg["n_images"])
     out = ann.forward(x)[ann.layers[-1].name]
     return np.argmax(out.reshape(len(x), -1), axis=1) == y
@@ -288,7 +376,7 @@ def normalized_activations(graph, cfg: dict) -> dict[str, np.ndarray]:
     From the unconverted ANN graph of the config's checkpoint and the λ_n that the
     normalization used (``graph.meta["normalization"]["lambda"]``).
     """
-    ann = ann_graph(str(resolve_checkpoint(cfg["ckpt"], cfg["dataset"])))
+    ann = ann_graph(str(resolve_checkpoint(cfg["ckpt"], cfg["dataset"], cache_dir(cfg))))
     x, _ = images(cfg["dataset"], "test", cfg["n_images"])
     acts = ann.forward(x, relu_last=True)
     lam = graph.meta["normalization"]["lambda"]  # JSON from a cached graph: keys sorted, so use graph order

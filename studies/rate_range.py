@@ -1,4 +1,4 @@
-r"""Study 4 (seed 000 Fig. 4): accuracy loss and latency vs the target max firing rate.
+r"""Study 4 (MCR-Norm paper, Fig. 4): accuracy loss and latency vs the target max firing rate.
 
 MCR-Norm on the standard IF neuron (reset to zero, delta synapses) with every layer scanned
 to a max rate from 50 to 500 Hz (input at twice the target, capped at 1000 Hz). Latency
@@ -23,9 +23,9 @@ REACH = 0.95  # second, less noisy latency: first time the accuracy reaches 95 %
 
 
 def grid(quick: bool = False) -> list[dict]:
-    return [common.net_config(NAME, quick, method="mcr", rate_hz=r, neuron="IF-zero", synapse="delta",
-                              calib_duration_ms=max(100.0, 20_000.0 / r))
-            for r in (QUICK_RATES_HZ if quick else RATES_HZ)]
+    return common.with_seeds([common.net_config(NAME, quick, method="mcr", rate_hz=r, neuron="IF-zero",
+                                                synapse="delta", calib_duration_ms=max(100.0, 20_000.0 / r))
+                              for r in (QUICK_RATES_HZ if quick else RATES_HZ)], quick)
 
 
 def run_one(cfg: dict) -> pd.DataFrame:
@@ -44,31 +44,39 @@ def run_one(cfg: dict) -> pd.DataFrame:
 
 
 def plot(table: pd.DataFrame, outdir) -> list:
-    from bioconv.plotting import figure, mark_rate_band, save_figure
+    from bioconv.plotting import caption, errorbars, figure, legend_outside, mark_rate_band, save_figure
 
     bad = sorted(table[table.kind == "unreachable"].rate_hz.unique())
     rows = table[table.kind == "layer"].groupby("rate_hz")[
-        ["snn_accuracy", "ann_accuracy", "loss_pct", "latency_ms", "spikes_per_image", "synops_per_image",
-         "energy_alpha", "duration_ms", "n_images"]].first().reset_index()
-    t = table[table.kind == "time"]
+        ["loss_pct", "latency_ms", "spikes_per_image", "synops_per_image", "energy_alpha", "duration_ms"]
+    ].mean().reset_index()
+    rows = rows.merge(common.accuracy_summary(table, ["rate_hz"]), on="rate_hz")
+    layers = table[(table.kind == "layer") & (table.layer != "input")]
+    per_layer = layers.groupby(["rate_hz", "layer"]).max_rate_hz.max().groupby("rate_hz")
+    rows["layer_max_rate_lo_hz"] = rows.rate_hz.map(per_layer.min())
+    rows["layer_max_rate_hi_hz"] = rows.rate_hz.map(per_layer.max())
+    t = table[table.kind == "time"].groupby(["rate_hz", "t_ms"]).accuracy.mean().reset_index()
     reach = t[t.accuracy >= REACH].groupby("rate_hz").t_ms.min()
     rows[f"t_reach_{int(100 * REACH)}pct_ms"] = rows.rate_hz.map(reach)
     fig, axes = figure(ncols=2, height=2.4)
     ax = axes[0][0]
     mark_rate_band(ax)
-    ax.plot(rows.rate_hz, rows.loss_pct, marker="o", color="C0", label="accuracy loss")
+    loss = 100 * (rows.ann_accuracy - rows.snn_accuracy)
+    errorbars(ax, rows.rate_hz, loss, 100 * rows.ann_accuracy - 100 * rows.snn_ci_high,
+              100 * rows.ann_accuracy - 100 * rows.snn_ci_low, color="C0", label="loss, 95 % CI of the SNN")
+    ax.axhline(0, color="k", lw=0.5)
     ax.set_xlabel("target max rate (Hz)")
-    ax.set_ylabel("accuracy loss ANN − SNN (%)")
-    ax.set_title("(a) conversion loss")
-    ax.legend(loc="upper left")
+    ax.set_ylabel("accuracy loss ANN − SNN (points)")
+    ax.set_title("(a) conversion loss at T")
     ax = axes[0][1]
     mark_rate_band(ax)
-    ax.plot(rows.rate_hz, rows.latency_ms, marker="o", color="C1", label="final accuracy ±0.1 %")
+    ax.plot(rows.rate_hz, rows.latency_ms, marker="o", color="C1", label="median time to a stable decision")
     ax.plot(rows.rate_hz, rows[f"t_reach_{int(100 * REACH)}pct_ms"], marker="s", color="C2",
             label=f"first ≥ {100 * REACH:g} % accuracy")
     ax.set_xlabel("target max rate (Hz)")
     ax.set_ylabel("latency (ms)")
-    ax.legend(loc="upper right")
+    ax.set_ylim(bottom=0)
+    legend_outside(ax, loc="below", ncol=1)
     ax.set_title("(b) inference latency")
     for ax in axes[0]:
         for r in bad:
@@ -76,5 +84,7 @@ def plot(table: pd.DataFrame, outdir) -> list:
     if bad:
         axes[0][1].text(bad[0], ax.get_ylim()[1], " unreachable", color="C3", fontsize=6, va="top", ha="right",
                         rotation=90)
+    caption(fig, common.network_label(table), "IF reset to zero, delta synapses", "MCR-Norm", int(rows.snn_n_images.iloc[0]),
+            int(rows.snn_n_seeds.iloc[0]), f"T = {rows.T_ms.iloc[0]:g} ms")
     rows = pd.concat([rows, pd.DataFrame({"rate_hz": bad, "unreachable": True})], ignore_index=True)
     return save_figure(fig, rows, outdir, "fig4_rate_range")

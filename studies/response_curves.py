@@ -1,4 +1,4 @@
-r"""Study 1 (seed 000 Fig. 1): single-neuron response curves vs ReLU.
+r"""Study 1 (MCR-Norm paper, Fig. 1): single-neuron response curves vs ReLU.
 
 Each neuron receives a drive ``x`` (input per reference time constant τ = 1 ms, in units of
 the threshold θ = 1) through its synapse model: a source fires every step, and the synapse
@@ -36,7 +36,7 @@ def grid(quick: bool = False) -> list[dict]:
     """Constant current (synapse "none") per neuron; noise through delta and alpha synapses
     (SRM only with delta: its kernel is its synapse)."""
     configs = []
-    for neuron in NEURONS:
+    for neuron in COLORS:  # the four models of the figure (NEURONS also has study-only variants)
         for synapse in ("none", "delta", "alpha"):
             if neuron == "SRM" and synapse == "alpha":
                 continue

@@ -113,12 +113,25 @@ def _not_a_table(cfg: dict):
 
 
 def test_latency_definition():
-    from studies.common import latency_ms
+    """Time to a stable decision per image; no latency for a network that does not classify."""
+    from studies.metrics import decision_times_ms, first_spike_ms, latency_ms
 
     t = np.arange(1.0, 7.0)
-    assert latency_ms(t, np.array([0.1, 0.5, 0.99, 0.97, 0.99, 0.99])) == 5.0
-    assert latency_ms(t, np.array([0.1, 0.5, 0.99, 0.9895, 0.99, 0.99])) == 3.0  # within 0.1 %
-    assert latency_ms(t, np.full(6, 0.9)) == 1.0
+    pred = np.array([[-1, 3, 3, 3, 3, 3],    # decided at 2 ms
+                     [-1, 2, 5, 2, 5, 5],    # flips until 5 ms
+                     [1, 1, 1, 1, 1, -1],    # undecided (tie or silence) at T
+                     [4, 4, 4, 4, 4, 4]])    # decided at the first bin
+    d = decision_times_ms(pred, t)
+    np.testing.assert_array_equal(d[[0, 1, 3]], [2.0, 5.0, 1.0])
+    assert np.isnan(d[2])
+    counts = np.zeros((2, 6, 3))
+    counts[0, 3:, 1] = 1
+    f = first_spike_ms(counts, t)
+    assert f[0] == 4.0 and np.isnan(f[1])
+    correct = np.ones(100, bool)
+    assert latency_ms(np.full(100, 7.0), correct, 10) == 7.0
+    chance = np.r_[np.ones(10, bool), np.zeros(90, bool)]  # 10 % on 10 classes: never classifies
+    assert np.isnan(latency_ms(np.full(100, 1.0), chance, 10))
 
 
 def test_response_curve_if_subtract_is_relu():
@@ -149,28 +162,19 @@ def test_response_curves_quick_writes_figure(tmp_path):
 
 
 NETWORK_STUDIES = ["rate_degeneration", "norm_comparison", "rate_range", "convergence",
-                   "accuracy_table", "neuron_models", "dt_fidelity", "conversion_acceptance"]
+                   "accuracy_table", "neuron_models", "dt_fidelity", "conversion_acceptance", "plausibility"]
 
 
 @pytest.fixture(scope="module")
 def quick_env(tmp_path_factory, mnist_dir):
     """One result folder for all network studies (shared conversion cache) and the quick
     ``tiny`` checkpoint trained on the fly, as on a fresh CI machine."""
-    import os
-
     out = tmp_path_factory.mktemp("studies")
-    old = os.environ.get("BIOCONV_STUDY_CACHE")
-    os.environ["BIOCONV_STUDY_CACHE"] = str(out / "_cache")
     from studies.common import quick_checkpoint
 
-    ckpt = quick_checkpoint("mnist")
+    (out / "_cache").mkdir()
+    ckpt = quick_checkpoint("mnist", cache=out / "_cache")
     yield out, ckpt
-    for key in ("BIOCONV_STUDY_CKPT",):
-        os.environ.pop(key, None)
-    if old is None:
-        os.environ.pop("BIOCONV_STUDY_CACHE", None)
-    else:
-        os.environ["BIOCONV_STUDY_CACHE"] = old
 
 
 @pytest.mark.slow
@@ -194,7 +198,7 @@ def test_network_study_quick_end_to_end(name, quick_env):
 
 @pytest.mark.slow
 def test_conversion_acceptance_checks_calibration_rates_and_matches_spikes(quick_env):
-    """Issue 5: MCR's calibration max rates re-measured in Brian2 are within ±2 %; spikes vs time add up."""
+    """Conversion acceptance: MCR's calibration max rates re-measured in Brian2 are within ±2 %; spikes vs time add up."""
     from bioconv.commands.study import run_study
     from studies import conversion_acceptance as ca
 
@@ -220,15 +224,50 @@ def test_conversion_acceptance_checks_calibration_rates_and_matches_spikes(quick
 @pytest.mark.slow
 def test_network_run_one_is_bit_identical(quick_env):
     """Same config, same seed → the same table, bit for bit (conversion cached, simulation redone)."""
-    import os
-
-    from studies import convergence
+    from studies import common, convergence
 
     out, ckpt = quick_env
-    os.environ["BIOCONV_STUDY_CKPT"] = str(ckpt)
-    cfg = {**convergence.grid(quick=True)[1], "n_images": 20, "duration_ms": 50.0}
+    cfg = {**convergence.grid(quick=True)[1], "n_images": 20, "duration_ms": 50.0, "_cache_dir": str(out / "_cache")}
+    common.set_checkpoint(cfg, str(ckpt))
     a = convergence.run_one(cfg)
     b = convergence.run_one(cfg)
     pd.testing.assert_frame_equal(a, b, check_exact=True)
     c = convergence.run_one({**cfg, "seed": 3})
     assert not np.array_equal(a.spikes.to_numpy(), c.spikes.to_numpy())
+
+
+@pytest.mark.slow
+def test_tables_carry_intervals_seeds_and_tie_rule(quick_env):
+    """Network tables: per-image correctness with ties counted wrong, Wilson CI, n and seeds; Table 3 has McNemar p."""
+    from bioconv.commands.study import run_study
+    from bioconv.stats import count_predictions  # noqa: F401  (the documented tie rule)
+
+    out, ckpt = quick_env
+    run_study("accuracy_table", quick=True, ckpt=str(ckpt), out=out, figures=out / "fig")  # cached by then
+    table = pd.read_parquet(out / "accuracy_table-quick.parquet")
+    layer = table[table.kind == "layer"]
+    assert (layer.snn_ci_low <= layer.snn_accuracy).all() and (layer.snn_accuracy <= layer.snn_ci_high).all()
+    assert {"n_images", "n_seeds", "tie_fraction", "mcnemar_p", "decision_ms", "seed"} <= set(table.columns)
+    t3 = pd.read_csv(out / "fig" / "table3_accuracy.csv")
+    assert any(c.startswith("McNemar p vs MCR") for c in t3.columns) and "Seeds" in t3
+    assert t3.loc[t3.Method != "mcr", [c for c in t3.columns if c.startswith("McNemar")]].notna().all().all()
+
+
+@pytest.mark.slow
+def test_plausibility_reports_rates_irregularity_and_latency(quick_env):
+    from bioconv.commands.study import run_study
+    from studies import plausibility
+
+    out, ckpt = quick_env
+    run_study("plausibility", quick=True, ckpt=str(ckpt), out=out, figures=out / "fig")
+    table = pd.read_parquet(out / "plausibility-quick.parquet")
+    s = plausibility.summary(table)
+    assert {"IF-zero", "LIF-ref2"} == set(s.neuron) and "input" in set(s.layer)
+    assert s.frac_silent.between(0, 1).all() and (s.p95_rate_hz >= s.median_rate_hz).all()
+    spiking = s[s.layer != "input"]
+    assert (spiking.layer_max_rate_hz <= spiking.rate_hz * 2).all()  # calibrated rates, not 1/dt
+    assert spiking.cv_isi_median.dropna().between(0, 5).all() and spiking.fano_median.dropna().ge(0).all()
+    raster = table[table.kind == "raster"]
+    assert {"input"} < set(raster.layer)
+    sweep = plausibility.sweep_summary(table)
+    assert (sweep.ci_low <= sweep.accuracy).all() and set(sweep.t_ms) == {250.0}

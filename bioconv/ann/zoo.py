@@ -1,12 +1,15 @@
 """Named architectures (spec strings in the grammar of :mod:`bioconv.ann.spec`).
 
 =====================  ==========================================================================
-``mcr-mnist``          seed 000 Table 1, MNIST (about 5e8 synapses as an SNN: GPU training only)
-``mcr-cifar10``        seed 000 Table 1, CIFAR-10
-``cnn7``               seed 001's 7-layer CNN ``32c3-p2-32c3-p2-32c3-p2-32FC-10FC`` (any input size)
-``rueckauer-cifar``    seed 004 §3.1: 4 conv layers (32-32-64-64, 3x3, BN), 2x2 max pooling after the
+``mcr-mnist``          the MCR-Norm paper's Table 1, MNIST (about 5e8 synapses as an SNN: GPU training only)
+``mcr-cifar10``        the MCR-Norm paper's Table 1, CIFAR-10
+``cnn7``               Ding et al.'s (2021) 7-layer CNN ``32c3-p2-32c3-p2-32c3-p2-32FC-10FC`` (any input size)
+``rueckauer-cifar``    Rueckauer et al. (2017, sec. 3.1): 4 conv layers (32-32-64-64, 3x3, BN), 2x2 max pooling after the
                        2nd and 4th, then 512 and 10 FC
-``rueckauer-cifar-avg``  the same with average pooling (seed 004 §3.1's avg-pool variant)
+``rueckauer-cifar-avg``  the same with average pooling (Rueckauer et al.'s (2017, sec. 3.1) avg-pool variant)
+``bn-cnn``             a small batch-norm CNN in the style of Table 1 of the MCR-Norm paper:
+                       ``16c3BN-p2-32c3BN-p2-64c3BN-p2-64FC-10FC`` (conv-BN-ReLU blocks, average
+                       pooling); BN folds into the convs on conversion
 ``tiny``               ``4c3-p2-8c3-p2-10FC``: a very small net for fast tests (28x28 MNIST, 8x8 digits)
 =====================  ==========================================================================
 
@@ -23,6 +26,7 @@ ZOO: dict[str, str] = {
     "cnn7": "32c3-p2-32c3-p2-32c3-p2-32FC-10FC",
     "rueckauer-cifar": "32x32x3-32c3BN-32c3BN-mp2-64c3BN-64c3BN-mp2-512FC-10FC",
     "rueckauer-cifar-avg": "32x32x3-32c3BN-32c3BN-p2-64c3BN-64c3BN-p2-512FC-10FC",
+    "bn-cnn": "16c3BN-p2-32c3BN-p2-64c3BN-p2-64FC-10FC",
     "tiny": "4c3-p2-8c3-p2-10FC",
 }
 

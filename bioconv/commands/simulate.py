@@ -1,7 +1,10 @@
 """Run a converted Graph (.bcv) in Brian2 (or the torch engine) on a dataset.
 
-Prints the ANN accuracy (numpy forward pass of the same Graph on the same images), the SNN
-accuracy, the mean and max firing rate per layer in Hz and the spikes per image, and writes
+Prints the accuracy of the source ANN (the trained network, stored in the .bcv by
+``bioconv convert``; numpy forward, no torch) on the same images, the SNN accuracy, the
+conversion loss (ANN minus SNN, in percentage points) with the number of images on which
+only one of the two is right (McNemar's test), with Wilson 95 % intervals and ties in the
+count readout counted as wrong, the mean and max firing rate per layer in Hz and the spikes per image, and writes
 a tidy table (one row per image x layer) to --out.
 
 examples:
@@ -56,7 +59,13 @@ def run(args: argparse.Namespace) -> int:
     dt = parse_time(args.dt)
     config = SimConfig(duration=parse_time(args.duration), dt=dt, bin=parse_time(args.bin) if args.bin else dt,
                        coding=args.coding, readout=args.readout, seed=args.seed, record_times=tuple(args.record_times))
-    ann_pred = graph.forward(ds.images)[graph.layers[-1].name].argmax(axis=1)
+    from bioconv.pipeline import ann_predictions, load_source_ann
+
+    source = load_source_ann(args.net)
+    ann_label = "source ANN"
+    if source is None:  # an older .bcv: the normalized graph's ANN is not the trained network (bias scaling)
+        source, ann_label = graph, "normalized graph's ANN (no source ANN in this file; re-run `bioconv convert`)"
+    ann_pred = ann_predictions(source, ds.images)
     ann_acc = float((ann_pred == ds.labels).mean())
 
     options: dict = {}
@@ -73,8 +82,21 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"{args.net}: {len(ds)} {dataset} {args.split} images, {args.engine}"
           f"{' ' + args.device if args.engine == 'brian2' else ''}, T={args.duration}, dt={args.dt}, {args.coding}")
-    print(f"ANN accuracy  {100 * ann_acc:6.2f} %")
-    print(f"SNN accuracy  {100 * result.accuracy:6.2f} %  (readout {args.readout})")
+    from bioconv.stats import count_predictions, mcnemar, wilson_interval
+
+    if args.readout == "count":  # ties (and silence) count as wrong, as in the studies
+        snn_pred = count_predictions(result.output_counts[:, -1, :])
+    else:
+        snn_pred = result.predictions()[:, -1]
+    snn_ok, ann_ok = snn_pred == ds.labels, ann_pred == ds.labels
+    snn_acc = float(snn_ok.mean())
+    (alo, ahi), (slo, shi) = wilson_interval(int(ann_ok.sum()), len(ds)), wilson_interval(int(snn_ok.sum()), len(ds))
+    test = mcnemar(ann_ok, snn_ok)
+    print(f"ANN accuracy  {100 * ann_acc:6.2f} %  [{100 * alo:.2f}, {100 * ahi:.2f}] ({ann_label})")
+    print(f"SNN accuracy  {100 * snn_acc:6.2f} %  [{100 * slo:.2f}, {100 * shi:.2f}] (readout {args.readout} at "
+          f"T = {args.duration}{', ties counted wrong' if args.readout == 'count' else ''}; Wilson 95 %)")
+    print(f"conversion loss {100 * (ann_acc - snn_acc):.2f} points; only the ANN right on {test.b}, only the SNN on "
+          f"{test.c} of {len(ds)} images (McNemar exact p = {test.p_exact:.3g})")
     acc_t = result.accuracy_vs_time()
     times = result.bin_times_ms()
     marks = sorted({len(times) // 4, len(times) // 2, len(times) - 1} - {-1})
