@@ -110,6 +110,16 @@ def _mcr(n: NormInputs) -> ir.Graph:
                     progress=n.progress, **n.common())
 
 
+def _mcr_tf(n: NormInputs) -> ir.Graph:
+    from bioconv.normalize.transfer import TransferOptions, transfer_norm
+
+    o = n.options
+    opts = TransferOptions(offset=o["offset"], iterations=int(o["iterations"]), bins=int(o["bins"]),
+                           tolerance=float(o["tolerance"]))
+    return transfer_norm(n.graph, n.stats, n.probe, n.calib_images, target_rate=n.target_rate,
+                         input_rate=n.input_rate, options=opts, progress=n.progress, **n.common())
+
+
 def _spike(n: NormInputs) -> ir.Graph:
     from bioconv.normalize import spike_norm
 
@@ -122,6 +132,9 @@ METHODS: dict[str, NormMethod] = {
                       "layer's max rate hits the target",
                       {"tolerance": 0.02, "rate_stat": "max", "rate_percentile": 99.9, "rho_from_slope": False,
                        "eta": None}),
+    "mcr-tf": NormMethod(_mcr_tf, 200.0, 400.0, True, "MCR-TF: MCR-Norm's max-rate scan plus an offset current per "
+                         "layer fitted against the measured transfer function, at the simulation dt",
+                         {"tolerance": 0.02, "offset": "layer", "iterations": 4, "bins": 20}),
     "max": NormMethod(_max, None, None, False, "max-norm (Diehl et al. 2015): lambda = max activation"),
     "robust": NormMethod(_robust, None, None, False, "robust norm (Rueckauer et al. 2017): lambda = a percentile "
                          "of the activations", {"percentile": 99.9}),

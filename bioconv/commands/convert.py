@@ -5,8 +5,15 @@ Example (MCR-Norm at 200 Hz, standard IF reset to zero, delta synapses)::
     bioconv convert runs/ann/cnn7-mnist.pt --norm mcr --target-rate 200Hz --input-rate 400Hz \\
         --calib 500 --engine torch --out runs/snn/cnn7-mcr200.bcv
 
+and MCR-TF for a LIF with a 2 ms refractory period and alpha synapses (τ_s = 5 ms)::
+
+    bioconv convert runs/ann/cnn7-mnist.pt --norm mcr-tf --neuron lif --refractory 2ms \\
+        --synapse alpha --tau-syn 5ms --out runs/snn/cnn7-lif-tf200.bcv
+
 Methods: the table :data:`bioconv.pipeline.METHODS` (``mcr``: MCR-Norm, gains scanned so every
-layer's max rate hits the target; ``max`` / ``robust``: data-based, max or percentile of ANN
+layer's max rate hits the target; ``mcr-tf``: the same scan plus an offset current per layer fitted
+against the measured transfer function, for neurons whose rate is not linear in their drive —
+LIF, SRM, IF with reset to zero; ``max`` / ``robust``: data-based, max or percentile of ANN
 activations; ``spike``: Spike-Norm with biases). Calibration images are a seeded subset of the
 training split. The options build a :class:`bioconv.pipeline_spec.ConversionSpec` and the
 conversion is :func:`bioconv.pipeline.conversion`, the same code the demo and the studies run.
@@ -52,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mcr: raw max or percentile of rates (default max)")
     parser.add_argument("--rate-percentile", type=float, default=None,
                         help="mcr: percentile for --rate-stat percentile (default 99.9)")
+    parser.add_argument("--tf-offset", default=None, choices=("none", "layer", "channel"),
+                        help="mcr-tf: offset current fitted per layer (default), per channel, or none")
+    parser.add_argument("--tf-iterations", type=int, default=None,
+                        help="mcr-tf: fit/scan rounds per layer (default 4)")
     parser.add_argument("--rho-from-slope", action="store_true", help="mcr: previous-layer slope measured, not assumed")
     parser.add_argument("--eta", help="mcr: comma-separated bias factors to fine-tune, e.g. 0.9,1,1.1")
     parser.add_argument("--pools", default="fold", choices=("fold", "spiking"),
@@ -85,7 +96,8 @@ def spec_from_args(args: argparse.Namespace):
         raise ValueError(f"--calib-sim must be >= 1 image, got {args.calib_sim}")
     options: dict = {}
     for key, value in (("percentile", args.percentile), ("tolerance", args.tolerance),
-                       ("rate_stat", args.rate_stat), ("rate_percentile", args.rate_percentile)):
+                       ("rate_stat", args.rate_stat), ("rate_percentile", args.rate_percentile),
+                       ("offset", args.tf_offset), ("iterations", args.tf_iterations)):
         if value is not None:
             options[key] = value
     if args.rho_from_slope:
@@ -99,6 +111,8 @@ def spec_from_args(args: argparse.Namespace):
         raise ValueError(f"--percentile must be in (0, 100], got {options['percentile']}")
     if "tolerance" in options and not 0 < options["tolerance"] < 1:
         raise ValueError(f"--tolerance must be in (0, 1), got {options['tolerance']}")
+    if "iterations" in options and options["iterations"] < 0:
+        raise ValueError(f"--tf-iterations must be >= 0, got {options['iterations']}")
     spec = ConversionSpec(
         method=args.norm, neuron=args.neuron, reset=args.reset, tau_m=parse_time(args.tau_m),
         refractory=parse_time(args.refractory), synapse=args.synapse, tau_syn=parse_time(args.tau_syn),
