@@ -1,0 +1,354 @@
+"""``nir.NIRGraph`` → bioconv Graph (the mapping and its maths: :mod:`bioconv.nirio`)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from brian2 import Quantity, ms, second
+
+from bioconv import ir
+from bioconv.neurons import IF, LIF, RESETS, Reset, _check_time, neuron_from_dict
+from bioconv.nirio.export import _nir
+from bioconv.pool_folding import _fold_into_conv, _fold_into_dense
+from bioconv.synapses import Delta, Exponential
+
+Discretization = Literal["continuous", "euler"]
+DISCRETIZATIONS = ("continuous", "euler")
+NEURON_NODES = ("IF", "LIF", "CubaLIF")
+LINEAR_NODES = {"Conv2d": "C", "Affine": "A", "Linear": "A", "AvgPool2d": "P", "SumPool2d": "P", "Scale": "S",
+                "Flatten": "F"}
+#: what may stand between two neuron nodes: [Flatten] weighted [Scale], pool [Scale] [weighted [Scale]]
+SEGMENT = re.compile(r"(F)?(PS?)?(F)?([CA])?(S)?")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """How to read a NIR graph.
+
+    ``dt``: spike pulse width, the exporter's time step (snnTorch 0.1 ms, Norse 1 ms,
+    bioconv's export default 1 ms). ``discretization``: ``"continuous"`` (the ODE) or
+    ``"euler"`` (the exporter's per-step decay, :mod:`bioconv.nirio`). ``reset``: ``"zero"``
+    (NIR's reset to v_reset = 0) or ``"subtract"`` for graphs whose exporter wrote reset by
+    subtraction as v_reset = 0 (snnTorch). ``rate_scale_hz``: input rate per unit pixel
+    (default: the bioconv metadata, else 1/dt, i.e. spike probability = pixel per step).
+    """
+
+    dt: Quantity = 1 * ms
+    discretization: Discretization = "continuous"
+    reset: Reset = "zero"
+    rate_scale_hz: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_time("ImportOptions", "dt", self.dt)
+        if self.discretization not in DISCRETIZATIONS:
+            raise ValueError(f"discretization must be one of {DISCRETIZATIONS}, got {self.discretization!r}")
+        if self.reset not in RESETS:
+            raise ValueError(f"reset must be one of {RESETS}, got {self.reset!r}")
+
+
+def _snap(x: Any) -> Any:
+    """Factors within 1e-12 of 1 are exactly 1 (bit-exact round trips)."""
+    arr = np.asarray(x, dtype=np.float64)
+    return np.where(np.abs(arr - 1.0) < 1e-12, 1.0, arr)
+
+
+def _arr(node: Any, field: str, shape: tuple[int, ...]) -> np.ndarray:
+    value = np.asarray(getattr(node, field), dtype=np.float64)
+    try:
+        return np.broadcast_to(value, shape).astype(np.float64)
+    except ValueError:
+        raise ValueError(f"{field} of shape {value.shape} does not fit the layer shape {shape}") from None
+
+
+def _uniform(arr: np.ndarray, what: str) -> float:
+    if not np.all(arr == arr.flat[0]):
+        raise ValueError(f"{what} varies within the layer; bioconv neuron models have one value per layer")
+    return float(arr.flat[0])
+
+
+def _per_channel(arr: np.ndarray, what: str) -> np.ndarray:
+    """(C, H, W) constant over H, W → (C,); 1-D arrays as they are."""
+    if arr.ndim != 3:
+        return arr
+    flat = arr.reshape(arr.shape[0], -1)
+    if not np.all(flat == flat[:, :1]):
+        raise ValueError(f"{what} varies within a conv channel; bioconv convolutions share weights per channel")
+    return np.ascontiguousarray(flat[:, 0])
+
+
+def _threshold(theta: np.ndarray, form: Any) -> Any:
+    if form == "neuron" or (form is None and not np.all(theta == theta.flat[0])):
+        if form is None and theta.ndim == 3:
+            flat = theta.reshape(theta.shape[0], -1)
+            if np.all(flat == flat[:, :1]):
+                return np.ascontiguousarray(flat[:, 0])
+        return theta
+    if form == "channel":
+        return _per_channel(theta, "v_threshold")
+    return _uniform(theta, "v_threshold")
+
+
+@dataclass(frozen=True)
+class _Neuron:
+    """A neuron node converted: bioconv model, per-neuron weight gain, bias map and threshold."""
+
+    model: Any
+    synapse: Any
+    gain: np.ndarray  # bioconv weight = gain * NIR weight (per output neuron)
+    bias_gain: np.ndarray  # I_bias = bias_gain * b + bias_const
+    bias_const: np.ndarray
+    threshold: Any
+
+
+def _neuron(name: str, node: Any, shape: tuple[int, ...], opts: ImportOptions) -> _Neuron:
+    kind, dt_s = type(node).__name__, float(opts.dt / second)
+    meta = getattr(node, "metadata", None) or {}
+    ref_s = float(meta.get("bioconv_tau_ref_s", 1e-3))
+    if np.any(_arr(node, "v_reset", shape) != 0):
+        raise ValueError(f"NIR node {name!r} ({kind}): v_reset != 0 is not supported; bioconv neurons reset to 0")
+    r = _arr(node, "r", shape)
+    theta = _threshold(_arr(node, "v_threshold", shape), meta.get("bioconv_threshold"))
+    if kind == "IF":
+        model = IF(reset=opts.reset, tau=ref_s * second)
+        zero = np.zeros(shape)
+        return _Neuron(model, Delta(), _snap(r * dt_s), _snap(ref_s * r), zero, theta)
+    tau_field, w_in = ("tau", np.ones(shape)) if kind == "LIF" else ("tau_mem", _arr(node, "w_in", shape))
+    tau = _uniform(_arr(node, tau_field, shape), f"{tau_field} of NIR node {name!r}")
+    tau_m = tau
+    if opts.discretization == "euler":
+        if not tau > dt_s:
+            raise ValueError(f"NIR node {name!r}: euler discretization needs {tau_field} > dt ({tau} s <= {dt_s} s)")
+        tau_m = -dt_s / math.log1p(-dt_s / tau)
+    synapse: Any = Delta()
+    if kind == "CubaLIF":
+        tau_syn = _uniform(_arr(node, "tau_syn", shape), f"tau_syn of NIR node {name!r}")
+        if opts.discretization == "euler":
+            tau_syn = -dt_s / math.log1p(-dt_s / tau_syn)
+        synapse = Exponential(tau_s=tau_syn * second)
+    model = LIF(tau_m=tau_m * second, reset=opts.reset, tau=ref_s * second)
+    v_leak = _arr(node, "v_leak", shape)
+    return _Neuron(model, synapse, _snap(r * w_in * (dt_s / tau)), _snap(r * w_in * (ref_s / tau_m)),
+                   v_leak * (ref_s / tau_m), theta)
+
+
+def _name(raw: str, taken: set[str]) -> str:
+    name = raw if _IDENT.match(raw) else "nir_" + re.sub(r"\W", "_", raw)
+    while name in taken:
+        name += "_"
+    taken.add(name)
+    return name
+
+
+def _chain(graph: Any) -> tuple[str, list[tuple[str, Any]]]:
+    """Input name and the nodes after it in order, up to (without) the Output; checks the chain."""
+    inputs = [k for k, n in graph.nodes.items() if type(n).__name__ == "Input"]
+    outputs = [k for k, n in graph.nodes.items() if type(n).__name__ == "Output"]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ValueError(f"bioconv reads NIR graphs with one Input and one Output node, got inputs {inputs} "
+                         f"and outputs {outputs}")
+    succ: dict[str, str] = {}
+    pred: dict[str, str] = {}
+    for a, b in graph.edges:
+        for table, key, val, what in ((succ, a, b, "outgoing"), (pred, b, a, "incoming")):
+            if key in table:
+                raise ValueError(f"NIR node {key!r} has more than one {what} edge (branches, skips or recurrence); "
+                                 "bioconv reads feed-forward chains")
+            table[key] = val
+    order, node = [], inputs[0]
+    while node in succ:
+        node = succ[node]
+        if node == inputs[0] or any(node == k for k, _ in order):
+            raise ValueError(f"NIR graph has a recurrent edge into node {node!r}; bioconv reads feed-forward chains")
+        if node == outputs[0]:
+            break
+        order.append((node, graph.nodes[node]))
+    if node != outputs[0]:
+        raise ValueError(f"the NIR graph's Input {inputs[0]!r} does not lead to its Output {outputs[0]!r}")
+    unused = set(graph.nodes) - {inputs[0], outputs[0]} - {k for k, _ in order}
+    if unused:
+        raise ValueError(f"NIR nodes {sorted(unused)} are not on the Input → Output chain")
+    return inputs[0], order
+
+
+def _pool(name: str, node: Any, shape: tuple[int, ...], scale: float) -> ir.AvgPool2d:
+    kind = type(node).__name__
+    if np.any(np.asarray(node.padding) != 0):
+        raise ValueError(f"NIR node {name!r} ({kind}): padded pools are not supported (bioconv pools have no padding)")
+    kernel = tuple(int(k) for k in np.broadcast_to(np.asarray(node.kernel_size), (2,)))
+    stride = tuple(int(s) for s in np.broadcast_to(np.asarray(node.stride), (2,)))
+    if kind == "SumPool2d":
+        scale *= kernel[0] * kernel[1]
+    return ir.AvgPool2d(name, shape, kernel, stride, scale=scale)
+
+
+def _conv(name: str, node: Any, shape: tuple[int, ...]) -> ir.Conv2d:
+    weight = np.asarray(node.weight, np.float64)
+    if int(node.groups) != 1 or np.any(np.asarray(node.dilation) != 1):
+        raise ValueError(f"NIR node {name!r} (Conv2d): groups/dilation other than 1 are not supported")
+    padding = node.padding
+    if isinstance(padding, str):
+        if padding == "same" and all(k % 2 for k in weight.shape[2:]):
+            padding = tuple(k // 2 for k in weight.shape[2:])
+        elif padding == "valid":
+            padding = (0, 0)
+        else:
+            raise ValueError(f"NIR node {name!r} (Conv2d): padding {padding!r} with an even kernel is not supported")
+    padding = tuple(int(p) for p in np.broadcast_to(np.asarray(padding), (2,)))
+    stride = tuple(int(s) for s in np.broadcast_to(np.asarray(node.stride), (2,)))
+    return ir.Conv2d(name, shape, weight, np.asarray(node.bias, np.float64), stride, padding)
+
+
+def _segment(ops: list[tuple[str, Any]], neuron_name: str, neuron: Any, shape: tuple[int, ...],
+             opts: ImportOptions, taken: set[str]) -> tuple[list[ir.Layer], _Neuron]:
+    """The bioconv layers of the linear nodes ``ops`` before one neuron node."""
+    tokens = "".join(LINEAR_NODES[type(n).__name__] for _, n in ops)
+    m = SEGMENT.fullmatch(tokens)
+    described = " → ".join(f"{k!r} ({type(n).__name__})" for k, n in ops) or "nothing"
+    if not m or not (m.group(2) or m.group(4)) or (m.group(3) and not m.group(2)) or (m.group(1) and m.group(2)):
+        raise ValueError(f"NIR nodes {described} before neuron node {neuron_name!r}: bioconv needs one conv, affine "
+                         "or pool (optionally with Flatten/Scale) per neuron layer")
+    it = iter(ops)
+    layers: list[ir.Layer] = []
+    if m.group(1):
+        k, _ = next(it)
+        layers.append(ir.Flatten(_name(k, taken), shape))
+        shape = (int(np.prod(shape)),)
+    pool = None
+    if m.group(2):
+        k, node = next(it)
+        scale = float(_uniform(np.asarray(next(it)[1].scale, np.float64), "Scale after a pool")) if len(m.group(2)) == 2 else 1.0
+        pool = _pool(_name(k, taken), node, shape, scale)
+        shape = tuple(pool.output_shape)
+    flatten_name = _name(next(it)[0], taken) if m.group(3) else None
+    if flatten_name:
+        shape = (int(np.prod(shape)),)
+    if m.group(4):
+        k, node = next(it)
+        name = _name(k, taken)
+        if type(node).__name__ == "Conv2d":
+            layer: ir.Layer = _conv(name, node, shape)
+        else:
+            weight = np.asarray(node.weight, np.float64)
+            bias = np.asarray(getattr(node, "bias", np.zeros(weight.shape[0])), np.float64)
+            layer = ir.Dense(name, weight, bias)
+        if m.group(5):
+            s = _per_channel(_arr(next(it)[1], "scale", tuple(layer.output_shape)), "Scale")
+            s_w = s[:, None, None, None] if isinstance(layer, ir.Conv2d) else s[:, None]
+            layer = ir.Dense(name, layer.weight * s_w, layer.bias * s) if isinstance(layer, ir.Dense) else \
+                ir.Conv2d(name, layer.input_shape, layer.weight * s_w, layer.bias * s, layer.stride, layer.padding)
+        if pool is not None:
+            if flatten_name:
+                layers.append(ir.Flatten(flatten_name, pool.input_shape))
+            layer = _fold_into_dense(pool, layer) if isinstance(layer, ir.Dense) else _fold_into_conv(pool, layer)
+    else:
+        layer = pool
+    try:
+        conv = _neuron(neuron_name, neuron, tuple(layer.output_shape), opts)
+    except ValueError as exc:
+        msg = str(exc) if str(exc).startswith("NIR node") else f"NIR node {neuron_name!r}: {exc}"
+        raise ValueError(msg) from None
+    layers.append(_scaled(layer, conv, neuron_name))
+    return layers, conv
+
+
+def _scaled(layer: ir.Layer, conv: _Neuron, neuron_name: str) -> ir.Layer:
+    """``layer`` with the neuron's weight gain, bias map and threshold applied."""
+    from dataclasses import replace
+
+    where = f"NIR node {neuron_name!r}"
+    if isinstance(layer, ir.AvgPool2d):
+        if np.any(conv.bias_const != 0):
+            raise ValueError(f"{where}: v_leak != 0 after a pool; bioconv pools have no bias")
+        return replace(layer, scale=layer.scale * _uniform(conv.gain, f"{where}: r after a pool"),
+                       threshold=conv.threshold)
+    gain = _per_channel(conv.gain, f"{where}: r (and w_in)")
+    bias = _per_channel(conv.bias_gain * _expand(layer.bias, layer.output_shape) + conv.bias_const, "the bias")
+    w_gain = gain[:, None, None, None] if isinstance(layer, ir.Conv2d) else gain[:, None]
+    weight = layer.weight if np.all(gain == 1.0) else layer.weight * w_gain
+    return replace(layer, weight=weight, bias=bias, threshold=conv.threshold)
+
+
+def _expand(bias: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    b = np.asarray(bias, np.float64)
+    return np.broadcast_to(b[:, None, None], shape) if len(shape) == 3 else b
+
+
+def from_nir(graph: Any, options: ImportOptions | None = None) -> ir.Graph:
+    """A bioconv Graph from a ``nir.NIRGraph`` (or a ``.nir`` path); ``ValueError`` names unsupported nodes."""
+    nir = _nir()
+    opts = options or ImportOptions()
+    if isinstance(graph, (str, os.PathLike)):
+        graph = read_nir(graph)
+    if not isinstance(graph, nir.NIRGraph):
+        raise ValueError(f"from_nir needs a nir.NIRGraph or a .nir path, got {type(graph).__name__}")
+    input_name, chain = _chain(graph)
+    in_node = graph.nodes[input_name]
+    shape = tuple(int(s) for s in np.asarray(in_node.input_type["input"]))
+    taken = {input_name}
+    layers: list[ir.Layer] = []
+    neurons: dict[str, Any] = {}
+    synapses: dict[str, Any] = {}
+    pending: list[tuple[str, Any]] = []
+    for name, node in chain:
+        kind = type(node).__name__
+        if kind in NEURON_NODES:
+            new, conv = _segment(pending, name, node, shape, opts, taken)
+            layers += new
+            neurons[new[-1].name], synapses[name] = conv.model, conv.synapse
+            shape, pending = tuple(new[-1].output_shape), []
+        elif kind in LINEAR_NODES:
+            pending.append((name, node))
+        else:
+            what = "a nested graph (recurrent layer)" if kind == "NIRGraph" else f"node type {kind}"
+            raise ValueError(f"NIR node {name!r}: {what} is not supported by bioconv (supported: "
+                             f"{', '.join(sorted(set(LINEAR_NODES) | set(NEURON_NODES)))})")
+    if pending:
+        raise ValueError(f"NIR nodes {[k for k, _ in pending]} follow the last neuron node; bioconv's last layer "
+                         "must be spiking (end the graph with an IF/LIF/CubaLIF node)")
+    kinds = {json.dumps(_syn_key(s)) for s in synapses.values()}
+    if len(kinds) > 1:
+        raise ValueError(f"NIR neuron nodes need different synapses {sorted(kinds)} (CubaLIF with different tau_syn, "
+                         "or CubaLIF mixed with IF/LIF); bioconv graphs have one synapse model")
+    meta = graph.metadata if isinstance(graph.metadata, dict) else {}
+    default = _default_neuron(meta, neurons)
+    rate = opts.rate_scale_hz or (in_node.metadata or {}).get("bioconv_rate_scale_hz") or 1.0 / float(opts.dt / second)
+    bio_meta = json.loads(meta["bioconv_meta"]) if "bioconv_meta" in meta else {
+        "source": "nir", "nir_import": {"dt_ms": float(opts.dt / ms), "discretization": opts.discretization,
+                                        "reset": opts.reset, "nodes": [k for k, _ in chain]}}
+    return ir.Graph(ir.Input(shape, float(rate), input_name), tuple(layers), neuron=default,
+                    synapse=next(iter(synapses.values())),
+                    layer_neurons={k: v for k, v in neurons.items() if v != default}, meta=bio_meta)
+
+
+def _syn_key(synapse: Any) -> Any:
+    from bioconv.neurons import model_to_dict
+
+    return model_to_dict(synapse)
+
+
+def _default_neuron(meta: dict, neurons: dict[str, Any]) -> Any:
+    """The Graph's default neuron: the one bioconv exported, else the most common layer model."""
+    if "bioconv_neuron" in meta and json.loads(meta["bioconv_neuron"]) is not None:
+        return neuron_from_dict(json.loads(meta["bioconv_neuron"]))
+    models = list(neurons.values())
+    return max(models, key=models.count)
+
+
+def read_nir(path: str | os.PathLike) -> Any:
+    """Read a ``.nir`` file; ``FileNotFoundError``/``ValueError`` name the problem."""
+    nir = _nir()
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no NIR file at {path}; write one with `bioconv export NET.bcv --to nir {path}`")
+    try:
+        return nir.read(path)
+    except (OSError, KeyError, AssertionError, TypeError) as exc:
+        raise ValueError(f"{path} is not a readable NIR file ({exc})") from exc
