@@ -70,7 +70,7 @@ def _neuron_node(nir, graph: ir.Graph, layer: ir.Layer, neuron: Any, dt_s: float
     theta = _per_neuron(layer.threshold, shape)
     ref_s = _seconds(neuron.tau)
     meta = {"bioconv_layer": layer.name, "bioconv_threshold": _threshold_form(layer.threshold),
-            "bioconv_tau_ref_s": ref_s}
+            "bioconv_tau_ref_s": ref_s, "bioconv_bias": np.asarray(bias, np.float64)}
     if isinstance(neuron, IF):
         node = nir.IF(r=ones / dt_s, v_threshold=theta, v_reset=np.zeros(shape), metadata=meta)
         return node, bias * (dt_s / ref_s)

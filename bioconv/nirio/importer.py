@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -14,7 +15,7 @@ import numpy as np
 from brian2 import Quantity, ms, second
 
 from bioconv import ir
-from bioconv.neurons import IF, LIF, RESETS, Reset, _check_time, neuron_from_dict
+from bioconv.neurons import IF, LIF, RESETS, Reset, _check_time, neuron_from_dict, time_field
 from bioconv.nirio.export import _nir
 from bioconv.pool_folding import _fold_into_conv, _fold_into_dense
 from bioconv.synapses import Delta, Exponential
@@ -41,7 +42,7 @@ class ImportOptions:
     (default: the bioconv metadata, else 1/dt, i.e. spike probability = pixel per step).
     """
 
-    dt: Quantity = 1 * ms
+    dt: Quantity = time_field(1)
     discretization: Discretization = "continuous"
     reset: Reset = "zero"
     rate_scale_hz: float | None = None
@@ -106,11 +107,18 @@ class _Neuron:
     bias_gain: np.ndarray  # I_bias = bias_gain * b + bias_const
     bias_const: np.ndarray
     threshold: Any
+    stored_bias: Any = None  # bioconv's own I_bias from the node metadata (bit-exact round trips)
 
 
 def _neuron(name: str, node: Any, shape: tuple[int, ...], opts: ImportOptions) -> _Neuron:
     kind, dt_s = type(node).__name__, float(opts.dt / second)
     meta = getattr(node, "metadata", None) or {}
+    return dataclasses.replace(_convert(name, node, shape, opts, kind, dt_s, meta),
+                               stored_bias=meta.get("bioconv_bias"))
+
+
+def _convert(name: str, node: Any, shape: tuple[int, ...], opts: ImportOptions, kind: str, dt_s: float,
+             meta: dict) -> _Neuron:
     ref_s = float(meta.get("bioconv_tau_ref_s", 1e-3))
     if np.any(_arr(node, "v_reset", shape) != 0):
         raise ValueError(f"NIR node {name!r} ({kind}): v_reset != 0 is not supported; bioconv neurons reset to 0")
@@ -121,7 +129,12 @@ def _neuron(name: str, node: Any, shape: tuple[int, ...], opts: ImportOptions) -
         zero = np.zeros(shape)
         return _Neuron(model, Delta(), _snap(r * dt_s), _snap(ref_s * r), zero, theta)
     tau_field, w_in = ("tau", np.ones(shape)) if kind == "LIF" else ("tau_mem", _arr(node, "w_in", shape))
-    tau = _uniform(_arr(node, tau_field, shape), f"{tau_field} of NIR node {name!r}")
+    tau = _uniform(_arr(node, tau_field, shape), tau_field)
+    if math.isinf(tau) and kind == "LIF":  # snnTorch's beta = 1: tau = dt/(1-beta) = inf, r = tau/dt = inf
+        if not np.all(np.isinf(r)):
+            raise ValueError(f"NIR node {name!r} (LIF): tau = inf with finite r has no input; use an IF node")
+        zero = np.zeros(shape)  # r/tau taken as 1/dt, the ratio snnTorch writes (r = tau/dt)
+        return _Neuron(IF(reset=opts.reset, tau=ref_s * second), Delta(), zero + 1.0, zero + ref_s / dt_s, zero, theta)
     tau_m = tau
     if opts.discretization == "euler":
         if not tau > dt_s:
@@ -129,7 +142,7 @@ def _neuron(name: str, node: Any, shape: tuple[int, ...], opts: ImportOptions) -
         tau_m = -dt_s / math.log1p(-dt_s / tau)
     synapse: Any = Delta()
     if kind == "CubaLIF":
-        tau_syn = _uniform(_arr(node, "tau_syn", shape), f"tau_syn of NIR node {name!r}")
+        tau_syn = _uniform(_arr(node, "tau_syn", shape), "tau_syn")
         if opts.discretization == "euler":
             tau_syn = -dt_s / math.log1p(-dt_s / tau_syn)
         synapse = Exponential(tau_s=tau_syn * second)
@@ -271,6 +284,9 @@ def _scaled(layer: ir.Layer, conv: _Neuron, neuron_name: str) -> ir.Layer:
                        threshold=conv.threshold)
     gain = _per_channel(conv.gain, f"{where}: r (and w_in)")
     bias = _per_channel(conv.bias_gain * _expand(layer.bias, layer.output_shape) + conv.bias_const, "the bias")
+    stored = None if conv.stored_bias is None else np.asarray(conv.stored_bias, np.float64)
+    if stored is not None and stored.shape == bias.shape and np.allclose(bias, stored, rtol=1e-9, atol=1e-12):
+        bias = stored  # the metadata agrees with the NIR parameters: take bioconv's exact value
     w_gain = gain[:, None, None, None] if isinstance(layer, ir.Conv2d) else gain[:, None]
     weight = layer.weight if np.all(gain == 1.0) else layer.weight * w_gain
     return replace(layer, weight=weight, bias=bias, threshold=conv.threshold)
@@ -291,7 +307,7 @@ def from_nir(graph: Any, options: ImportOptions | None = None) -> ir.Graph:
         raise ValueError(f"from_nir needs a nir.NIRGraph or a .nir path, got {type(graph).__name__}")
     input_name, chain = _chain(graph)
     in_node = graph.nodes[input_name]
-    shape = tuple(int(s) for s in np.asarray(in_node.input_type["input"]))
+    in_shape = shape = tuple(int(s) for s in np.asarray(in_node.input_type["input"]))
     taken = {input_name}
     layers: list[ir.Layer] = []
     neurons: dict[str, Any] = {}
@@ -323,7 +339,7 @@ def from_nir(graph: Any, options: ImportOptions | None = None) -> ir.Graph:
     bio_meta = json.loads(meta["bioconv_meta"]) if "bioconv_meta" in meta else {
         "source": "nir", "nir_import": {"dt_ms": float(opts.dt / ms), "discretization": opts.discretization,
                                         "reset": opts.reset, "nodes": [k for k, _ in chain]}}
-    return ir.Graph(ir.Input(shape, float(rate), input_name), tuple(layers), neuron=default,
+    return ir.Graph(ir.Input(in_shape, float(rate), input_name), tuple(layers), neuron=default,
                     synapse=next(iter(synapses.values())),
                     layer_neurons={k: v for k, v in neurons.items() if v != default}, meta=bio_meta)
 
