@@ -18,6 +18,7 @@ import torch
 
 SNNTORCH_DT_S = 1e-4
 KINDS = ("if_subtract", "lif_zero", "cuba")
+GAINS = {"if_subtract": 1.5, "lif_zero": 2.5, "cuba": 2.5}  # weight scale: every layer spikes
 
 
 def _neurons(kind: str, shape: tuple[int, ...]):
@@ -30,10 +31,11 @@ def _neurons(kind: str, shape: tuple[int, ...]):
     return snn.Leaky(beta=beta * ones, threshold=ones, init_hidden=True, reset_mechanism=reset)
 
 
-def build_net(kind: str, seed: int = 0, gain: float = 1.5) -> torch.nn.Sequential:
-    """The snnTorch network of ``kind`` with seeded random weights scaled by ``gain`` (float64)."""
+def build_net(kind: str, seed: int = 0, gain: float | None = None) -> torch.nn.Sequential:
+    """The snnTorch network of ``kind`` with seeded random weights scaled by ``gain`` (default GAINS[kind]; float64)."""
     if kind not in KINDS:
         raise ValueError(kind)
+    gain = GAINS[kind] if gain is None else gain
     torch.manual_seed(seed)
     bias = kind != "if_subtract"
     nn = torch.nn

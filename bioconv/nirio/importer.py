@@ -148,7 +148,10 @@ def _convert(name: str, node: Any, shape: tuple[int, ...], opts: ImportOptions, 
         synapse = Exponential(tau_s=tau_syn * second)
     model = LIF(tau_m=tau_m * second, reset=opts.reset, tau=ref_s * second)
     v_leak = _arr(node, "v_leak", shape)
-    return _Neuron(model, synapse, _snap(r * w_in * (dt_s / tau)), _snap(r * w_in * (ref_s / tau_m)),
+    # euler LIF: the exporter adds a spike's W·R·dt/tau to v *before* its threshold test; bioconv adds it
+    # after the test and decays it once (by beta = 1 - dt/tau) before the next one, so w is divided by beta
+    late = 1.0 - dt_s / tau if opts.discretization == "euler" and kind == "LIF" else 1.0
+    return _Neuron(model, synapse, _snap(r * w_in * (dt_s / tau) / late), _snap(r * w_in * (ref_s / tau_m)),
                    v_leak * (ref_s / tau_m), theta)
 
 
