@@ -58,10 +58,15 @@ update: a LIF with :math:`\tau` decays by :math:`\beta = 1 - \Delta t/\tau` per 
 snnTorch (``tau = dt/(1-beta)``) and Norse, so bioconv uses
 :math:`\tau_m = -\Delta t/\ln(1-\Delta t/\tau)` and
 :math:`I_\mathrm{bias} = \tau_\mathrm{ref}(v_\mathrm{leak}+Rb)/\tau_m` (same per-step decay and
-bias charge). What then still differs from snnTorch is the schedule: bioconv (Brian2)
-updates, thresholds, then adds the step's input, then resets, so each layer adds one step
-of delay and a neuron loses the input that arrives in the step in which it fires (reset to
-zero); snnTorch adds the input before the threshold and keeps it after a reset-to-zero.
+bias charge), and :math:`w = R\,\Delta t\,W/(\tau\beta)`: the exporter adds a spike's charge
+before its threshold test, bioconv (Brian2) after it, so that the charge decays once by
+:math:`\beta` before it is tested; dividing by β makes it :math:`R\Delta t W/\tau` at the test,
+as in the exporter (CubaLIF: only the two time constants are converted). What then still
+differs from snnTorch is the schedule: bioconv (Brian2) updates, thresholds, then adds the
+step's input, then resets, so each layer adds one step of delay and a neuron loses the input
+that arrives in the step in which it fires (reset to zero), and layer :math:`l` has integrated
+its bias :math:`l` steps longer; snnTorch adds the input before the threshold and keeps it after
+a reset-to-zero (its ``Synaptic`` neuron instead holds ``mem`` at 0 for the step after a spike).
 For IF neurons with reset by subtraction and no bias the two are spike-for-spike identical
 after the delay of one step per layer (tested).
 

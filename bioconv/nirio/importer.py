@@ -86,15 +86,13 @@ def _per_channel(arr: np.ndarray, what: str) -> np.ndarray:
 
 
 def _threshold(theta: np.ndarray, form: Any) -> Any:
-    if form == "neuron" or (form is None and not np.all(theta == theta.flat[0])):
-        if form is None and theta.ndim == 3:
-            flat = theta.reshape(theta.shape[0], -1)
-            if np.all(flat == flat[:, :1]):
-                return np.ascontiguousarray(flat[:, 0])
-        return theta
-    if form == "channel":
+    """θ in bioconv's form: the exported one (``form`` from the metadata), else the smallest exact one."""
+    per_channel = theta.ndim == 3 and np.all(theta.reshape(theta.shape[0], -1) == theta.reshape(theta.shape[0], -1)[:, :1])
+    if form == "scalar" or (form is None and np.all(theta == theta.flat[0])):
+        return _uniform(theta, "v_threshold")
+    if form == "channel" or (form is None and per_channel):
         return _per_channel(theta, "v_threshold")
-    return _uniform(theta, "v_threshold")
+    return theta
 
 
 @dataclass(frozen=True)
