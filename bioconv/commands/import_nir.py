@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     save_graph(graph, args.out)
     for layer in graph.layers:
         neuron = graph.neuron_for(layer.name) if hasattr(layer, "threshold") else None
-        what = "-" if neuron is None else f"{neuron.kind} ({getattr(neuron, 'tau_m', '')})"
+        what = "-" if neuron is None else neuron.kind + (f" tau_m={neuron.tau_m}" if hasattr(neuron, "tau_m") else "")
         print(f"{layer.name:<16}{type(layer).__name__:<10}{str(tuple(layer.output_shape)):<16}{what}")
     print(f"synapse {graph.synapse.kind}; wrote {args.out} in {time.perf_counter() - t0:.1f} s")
     return 0
