@@ -240,6 +240,18 @@ def _trains(graph, images, steps):
     return encoding.spike_trains(rates, signs, fx.SNNTORCH_DT_S, steps, "bernoulli", 0, 0)
 
 
+@pytest.mark.parametrize("kind,discretization", [("lif_zero", "euler"), ("cuba", "continuous")])
+def test_snntorch_models_round_trip_through_nir(kind, discretization, tmp_path):
+    graph = _import_snntorch(kind, tmp_path, discretization=discretization)
+    assert_same_graph(graph, _via_file(graph, tmp_path, dt=SNN_DT))
+
+
+def test_snntorch_subtract_model_cannot_be_exported_back(tmp_path):
+    graph = _import_snntorch("if_subtract", tmp_path, reset="subtract")
+    with pytest.raises(ValueError, match="layer 'nir_0': NIR has no reset by subtraction"):
+        to_nir(graph, dt=SNN_DT)
+
+
 def test_snntorch_if_subtract_is_spike_exact_in_both_engines(tmp_path, mnist_small):
     from bioconv.engines import simulate
 
