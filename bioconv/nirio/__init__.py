@@ -13,7 +13,9 @@ linear node before them (``Affine``: :math:`I = W S + b`). The exporters of snnT
 so that the forward-Euler step of the ODE with their ``dt`` is that update, with a spike
 entering :math:`I` as a pulse of height 1 for one step. A spike therefore carries the
 charge :math:`\Delta t` (the *pulse width*, option ``dt``), times the weight, into
-:math:`I`; we use the same convention in both directions. With :math:`\tau_\mathrm{ref}` the
+:math:`I`; we use the same convention in both directions. (Norse 1.1's ``IAFCell`` export is
+the exception: its update is ``v += W`` but it writes ``r = 1``, i.e. unit-charge spikes; read
+such IF graphs with ``dt = 1 s``.) With :math:`\tau_\mathrm{ref}` the
 bioconv neuron's reference time (``tau``, 1 ms) and :math:`w` the bioconv weight (the jump
 of :math:`v` per spike), :math:`I_\mathrm{bias}` the bioconv bias (README "Conventions"):
 
