@@ -137,10 +137,10 @@ def _aff(n_out=3, n_in=4):
     return nir.Affine(weight=np.ones((n_out, n_in)), bias=np.zeros(n_out))
 
 
-def _conv_graph(conv=None, pool=None):
+def _conv_graph(conv=None, pool=None, lif=None):
     conv = conv or nir.Conv2d(input_shape=(6, 6), weight=np.ones((2, 1, 3, 3)), stride=1, padding=0, dilation=1,
                               groups=1, bias=np.zeros(2))
-    nodes = [nir.Input(input_type=np.array([1, 6, 6])), conv, _lif((2, 4, 4))]
+    nodes = [nir.Input(input_type=np.array([1, 6, 6])), conv, lif or _lif((2, 4, 4))]
     if pool is not None:
         nodes += [pool, _lif((2, 2, 2))]
     return nir.NIRGraph.from_list(*nodes, type_check=False)
@@ -180,8 +180,16 @@ IMPORT_ERRORS = {
     "branching": (_branching, r"'affine' has more than one outgoing edge"),
     "recurrent": (_recurrent, r"'lif' has more than one outgoing edge|recurrent"),
     "v_reset": (lambda: _chain(_aff(), _lif(3, v_reset=np.full(3, -0.5))), r"'lif'.*v_reset != 0"),
-    "groups": (lambda: _conv_graph(nir.Conv2d(input_shape=(6, 6), weight=np.ones((2, 1, 3, 3)), stride=1, padding=0,
-                                              dilation=2, groups=1, bias=np.zeros(2))), r"'conv2d'.*dilation"),
+    "dilation": (lambda: _conv_graph(nir.Conv2d(input_shape=(6, 6), weight=np.ones((2, 1, 3, 3)), stride=1,
+                                                padding=0, dilation=2, groups=1, bias=np.zeros(2))), r"'conv2d'.*dilation"),
+    "groups": (lambda: nir.NIRGraph.from_list(nir.Input(input_type=np.array([2, 6, 6])), nir.Conv2d(
+        input_shape=(6, 6), weight=np.ones((2, 1, 3, 3)), stride=1, padding=0, dilation=1, groups=2,
+        bias=np.zeros(2)), _lif((2, 4, 4)), type_check=False), r"'conv2d'.*groups"),
+    "same_even_kernel": (lambda: _conv_graph(nir.Conv2d(input_shape=(6, 6), weight=np.ones((2, 1, 2, 2)), stride=1,
+                                                        padding="same", dilation=1, groups=1, bias=np.zeros(2))),
+                         r"'conv2d'.*padding 'same' with an even kernel"),
+    "r_varies_in_channel": (lambda: _conv_graph(lif=_lif((2, 4, 4), r=np.arange(32.0).reshape(2, 4, 4))),
+                            r"'lif'.*varies within a conv channel"),
     "padded_pool": (lambda: _conv_graph(pool=nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
                                                           padding=np.array([1, 1]))), r"'avgpool2d'.*padded pools"),
     "tau_varies": (lambda: _chain(_aff(), _lif(3, tau=np.array([0.01, 0.02, 0.01]))), r"'lif'.*tau varies"),
@@ -198,6 +206,26 @@ def test_import_error_names_unsupported_node(case):
     make, pattern = IMPORT_ERRORS[case]
     with pytest.raises(ValueError, match=pattern):
         from_nir(make())
+
+
+def test_import_sumpool_scale_and_same_padding_follow_the_mapping():
+    w = np.random.default_rng(0).normal(size=(2, 1, 3, 3))
+    conv = nir.Conv2d(input_shape=(6, 6), weight=w, stride=1, padding="same", dilation=1, groups=1,
+                      bias=np.array([0.1, -0.2]))
+    scale = nir.Scale(scale=np.broadcast_to(np.array([2.0, 3.0])[:, None, None], (2, 6, 6)).copy())
+    pool = nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0]))
+    lif = _lif((2, 6, 6), r=np.full((2, 6, 6), 4.0))
+    g = nir.NIRGraph.from_list(nir.Input(input_type=np.array([1, 6, 6])), conv, scale, lif, pool,
+                               nir.Scale(scale=np.full((2, 3, 3), 0.5)), nir.IF(r=np.full((2, 3, 3), 1e3),
+                                                                             v_threshold=np.full((2, 3, 3), 2.0)))
+    out = from_nir(g, ImportOptions(dt=1 * ms))
+    c, p = out.spiking_layers
+    assert c.padding == (1, 1) and p.kernel_size == (2, 2)
+    gain = 4.0 * 1e-3 / 0.01  # LIF: w = R dt W / tau
+    np.testing.assert_allclose(c.weight, w * np.array([2.0, 3.0])[:, None, None, None] * gain)
+    np.testing.assert_allclose(c.bias, np.array([0.2, -0.6]) * 4.0 * 1e-3 / 0.01)  # I_bias = tau_ref R b / tau
+    assert p.scale == pytest.approx(4 * 0.5)  # SumPool = AvgPool with scale k_y k_x; IF gain R dt = 1
+    assert p.threshold == 2.0 and out.neuron_for(p.name) == IF()
 
 
 def test_cli_export_import_and_errors(tmp_path, capsys):
