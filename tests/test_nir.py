@@ -43,10 +43,10 @@ def _via_file(graph: ir.Graph, tmp_path, **kw) -> ir.Graph:
     return from_nir(read_nir(path), ImportOptions(**kw))
 
 
-def cnn7(neuron, seed: int = 0) -> ir.Graph:
-    """Random-weight cnn7 with folded pools (the default conversion), per-layer thresholds."""
-    images = np.random.default_rng(seed).uniform(0, 1, (8, 1, 28, 28))
-    graph = scale_to_spike(fold_avg_pools(random_graph("cnn7", seed)), images)
+def cnn7(neuron, seed: int = 0, images=None, target: float = 0.3) -> ir.Graph:
+    """Random-weight cnn7 with folded pools (the default conversion), thresholds scaled on ``images``."""
+    images = np.random.default_rng(seed).uniform(0, 1, (8, 1, 28, 28)) if images is None else images
+    graph = scale_to_spike(fold_avg_pools(random_graph("cnn7", seed)), images, target=target)
     return graph.with_models(neuron=neuron, synapse=Delta(), method="max")
 
 
@@ -342,8 +342,7 @@ def test_cnn7_round_trip_gives_identical_counts_in_cpp_standalone(neuron, tmp_pa
     from bioconv.engines.brian2 import Simulator
 
     images, labels = mnist_small
-    graph = cnn7(neuron)
-    graph = dataclasses.replace(graph, input=ir.Input((1, 28, 28), rate_scale=400.0))
+    graph = cnn7(neuron, images=images, target=1.0)  # every layer spikes in 30 ms, also with the LIF leak
     back = _via_file(graph, tmp_path)
     cfg = SimConfig(duration=30 * ms, dt=1 * ms, bin=30 * ms)
     sim = Simulator(graph, cfg, device="cpp", batch_size=len(images))
