@@ -193,6 +193,9 @@ IMPORT_ERRORS = {
     "padded_pool": (lambda: _conv_graph(pool=nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
                                                           padding=np.array([1, 1]))), r"'avgpool2d'.*padded pools"),
     "tau_varies": (lambda: _chain(_aff(), _lif(3, tau=np.array([0.01, 0.02, 0.01]))), r"'lif'.*tau varies"),
+    "partial_flatten": (lambda: nir.NIRGraph.from_list(nir.Input(input_type=np.array([2, 3, 4])), nir.Flatten(
+        input_type={"input": np.array([2, 3, 4])}, start_dim=1), _aff(3, 12), _lif(3), type_check=False),
+        r"'flatten' \(Flatten\) keeps 2 dimensions"),
     "trailing": (lambda: _chain(_aff(), _lif(3), _aff(2, 3)), r"'affine_1'.*follow the last neuron node"),
     "two_weights": (lambda: _chain(_aff(4, 4), _aff(), _lif(3)), r"'affine' \(Affine\) → 'affine_1'.*one conv"),
     "mixed_synapses": (lambda: _chain(_aff(), _lif(3), _aff(2, 3), nir.CubaLIF(

@@ -98,6 +98,11 @@ def _segment(ops: list[tuple[str, Any]], neuron_name: str, neuron: Any, shape: t
              opts: ImportOptions, taken: set[str]) -> tuple[list[ir.Layer], Neuron]:
     """The bioconv layers of the linear nodes ``ops`` before one neuron node."""
     tokens = "".join(LINEAR_NODES[type(n).__name__] for _, n in ops)
+    for k, n in ops:
+        out = (getattr(n, "output_type", None) or {}).get("output") if type(n).__name__ == "Flatten" else None
+        if out is not None and np.asarray(out).size != 1:
+            raise ValueError(f"NIR node {k!r} (Flatten) keeps {np.asarray(out).size} dimensions {tuple(out)}; "
+                             "bioconv flattens to one dimension (start_dim 0, end_dim -1)")
     m = SEGMENT.fullmatch(tokens)
     described = " → ".join(f"{k!r} ({type(n).__name__})" for k, n in ops) or "nothing"
     if not m or not (m.group(2) or m.group(4)) or (m.group(3) and not m.group(2)) or (m.group(1) and m.group(2)):
