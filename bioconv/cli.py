@@ -19,7 +19,11 @@ COMMANDS = {
     "simulate": "Run a converted Graph in Brian2 or the torch engine on a dataset.",
     "study": "Run a study (sweep with cached tidy tables) and draw its figure.",
     "bench": "Benchmarks that print speed and memory figures (brian2, torch).",
+    "export": "Export a converted Graph (.bcv) to another format (NIR).",
+    "import": "Import a NIR graph (.nir, e.g. from snnTorch or Norse) as a Graph file (.bcv).",
 }
+#: command names that are not module names (``import`` is a Python keyword)
+MODULES = {"import": "import_nir"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
         try:
-            module = importlib.import_module(f"bioconv.commands.{name}")
+            module = importlib.import_module(f"bioconv.commands.{MODULES.get(name, name)}")
         except ModuleNotFoundError as exc:  # e.g. torch absent in the brian2cuda env
             p = sub.add_parser(name, help=f"{help_text} [unavailable: {exc}]")
             p.set_defaults(_module=None, _missing=f"'{name}' needs the missing module {exc.name!r}; "
