@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PY311) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install -q -e '.[torch,dask,test]'
+	$(VENV)/bin/python -m pip install -q -e '.[torch,dask,test,nir]'
 	touch $(STAMP)
 
 # brian2cuda needs Python >= 3.12 and brian2 == 2.10.1; this env has no torch.
