@@ -39,6 +39,7 @@ NEURONS = {
     "LIF": ("lif", {"tau_m_ms": 20.0, "reset": "zero"}),
     "SRM": ("srm", {"tau_s_ms": 1.0, "tau_r_ms": 1.0}),
     "LIF-ref2": ("lif", {"tau_m_ms": 20.0, "reset": "zero", "refractory_ms": 2.0}),
+    "SRM-5": ("srm", {"tau_s_ms": 5.0, "tau_r_ms": 5.0}),
 }
 #: study neuron label → ConversionSpec fields (SRM: the PSP kernel τ_s is the spec's tau_syn)
 SPEC_FIELDS = {"tau_m_ms": "tau_m", "refractory_ms": "refractory", "tau_s_ms": "tau_syn", "tau_r_ms": "tau_r"}

@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 STUDIES = ("response_curves", "rate_degeneration", "norm_comparison", "rate_range", "convergence",
-           "accuracy_table", "neuron_models", "dt_fidelity", "conversion_acceptance", "plausibility")
+           "accuracy_table", "neuron_models", "dt_fidelity", "conversion_acceptance", "plausibility",
+           "model_fidelity")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

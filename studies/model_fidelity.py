@@ -1,0 +1,105 @@
+r"""Faithful conversion of every neuron model: MCR-Norm against MCR-TF on the same images.
+
+Each neuron/synapse combination is converted twice, with MCR-Norm (one gain per layer scanned
+to the target max rate) and with MCR-TF (:mod:`bioconv.normalize.transfer`: the same scan plus
+an offset current per layer fitted against the measured transfer function), both calibrated
+at the simulation time step on 50 training images of 300 ms, and simulated on the first 1000
+MNIST test images with three input-spike seeds. Reported per combination and method: the
+source ANN's and the SNN's accuracy at the fixed T with 95 % intervals (bootstrap over images
+and seeds), the conversion loss, the exact McNemar test of SNN against source ANN, and the
+per-layer max and mean rates.
+
+Grids: at 200 Hz and T = 300 ms, the IF with reset to zero and by subtraction (delta
+synapses), the IF (reset to zero) with alpha synapses, the LIF (τ_m = 20 ms, 2 ms refractory
+period) with delta and alpha synapses, and the SRM with τ_s = τ_r = 5 ms; at 50 Hz and
+T = 1 s, the IF with reset to zero and the LIF with alpha synapses. Alpha synapses have
+τ_s = 5 ms. Figure ``fig11_model_fidelity`` and the table ``model_fidelity_summary.csv``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from studies import common
+
+NAME = "model_fidelity"
+#: (neuron label of common.NEURONS, synapse) at each (max rate Hz, T ms)
+GRIDS: tuple[tuple[float, float, tuple[tuple[str, str], ...]], ...] = (
+    (200.0, 300.0, (("IF-zero", "delta"), ("IF-sub", "delta"), ("IF-zero", "alpha"), ("LIF-ref2", "delta"),
+                    ("LIF-ref2", "alpha"), ("SRM-5", "delta"))),
+    (50.0, 1000.0, (("IF-zero", "delta"), ("LIF-ref2", "alpha"))),
+)
+METHODS: tuple[str, ...] = ("mcr", "mcr-tf")
+TAU_SYN_MS = 5.0
+
+
+def grid(quick: bool = False) -> list[dict]:
+    plan = [(rate, t_ms, combo) for rate, t_ms, combos in GRIDS for combo in combos]
+    if quick:
+        plan = [(200.0, 100.0, ("LIF-ref2", "alpha"))]
+    configs = []
+    for rate, t_ms, (neuron, synapse) in plan:
+        for method in METHODS:
+            cfg = common.net_config(NAME, quick, method=method, rate_hz=rate, neuron=neuron, synapse=synapse,
+                                    duration_ms=t_ms, bin_ms=t_ms, calib_duration_ms=100.0 if quick else 300.0,
+                                    calib_n=10 if quick else 50)
+            if quick:
+                cfg["n_images"] = 30
+                cfg["method_options"] = {"iterations": 1} if method == "mcr-tf" else {}
+            if synapse == "alpha":
+                cfg["tau_syn_ms"] = TAU_SYN_MS
+            configs.append(cfg)
+    return common.with_seeds(configs, quick)
+
+
+def run_one(cfg: dict) -> pd.DataFrame:
+    table, _graph, _result = common.run_network(cfg)
+    return table
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (rate, neuron, synapse, method): accuracies with 95 % intervals, loss, McNemar p, rates."""
+    by = ["rate_hz", "neuron", "synapse", "method"]
+    out = common.accuracy_summary(table, by)
+    out["loss_pct"] = 100.0 * (out.ann_accuracy - out.snn_accuracy)
+    layers = table[(table.kind == "layer") & (table.layer != "input")]
+    per_layer = layers.groupby(by + ["layer"], sort=False).agg(max_rate_hz=("max_rate_hz", "max"),
+                                                                 mean_rate_hz=("mean_rate_hz", "mean")).reset_index()
+    wide_max = per_layer.pivot_table(index=by, columns="layer", values="max_rate_hz", sort=False).add_prefix("max_hz_")
+    wide_mean = per_layer.pivot_table(index=by, columns="layer", values="mean_rate_hz", sort=False).add_prefix(
+        "mean_hz_")
+    out = out.merge(wide_max.reset_index(), on=by).merge(wide_mean.reset_index(), on=by)
+    spikes = layers.groupby(by + ["seed", "image"], sort=False).spikes.sum().groupby(by, sort=False).mean()
+    return out.merge(spikes.rename("spikes_per_image").reset_index(), on=by)
+
+
+def plot(table: pd.DataFrame, outdir) -> list:
+    from bioconv.plotting import (METHOD_LABELS, caption, errorbars, figure, legend_outside, method_color,
+                                  save_figure)
+
+    s = summary(table)
+    rates = sorted(s.rate_hz.unique(), reverse=True)
+    fig, axes = figure(ncols=len(rates), height=2.6, width=7.0)
+    for ax, rate in zip(axes[0], rates):
+        part = s[s.rate_hz == rate]
+        combos = list(dict.fromkeys(zip(part.neuron, part.synapse)))
+        for k, method in enumerate(METHODS):
+            rows = part[part.method == method].set_index(["neuron", "synapse"]).reindex(combos)
+            x = np.arange(len(combos)) + (k - 0.5) * 0.25
+            loss = 100 * (rows.ann_accuracy - rows.snn_accuracy)
+            lo = 100 * (rows.ann_accuracy - rows.snn_ci_high)
+            hi = 100 * (rows.ann_accuracy - rows.snn_ci_low)
+            errorbars(ax, x, loss, lo, hi, color=method_color(method), label=METHOD_LABELS[method])
+        ax.axhline(0.0, color="k", lw=0.6)
+        ax.set_xticks(np.arange(len(combos)), [f"{n}, {syn}" for n, syn in combos], rotation=60, ha="right",
+                      fontsize=6)
+        t_ms = float(part.T_ms.iloc[0])
+        ax.set_ylabel("loss vs source ANN (points)")
+        ax.set_title(f"max rate {rate:g} Hz, T = {t_ms:g} ms")
+    legend_outside(axes[0][-1], loc="right")
+    caption(fig, common.network_label(table), "IF, LIF (tau_m 20 ms, ref 2 ms), SRM (tau_s = tau_r = 5 ms); "
+            "alpha tau_s 5 ms", "MCR-Norm vs MCR-TF, calibrated at the simulation dt",
+            int(s.snn_n_images.iloc[0]), int(s.snn_n_seeds.iloc[0]),
+            "95 % CI of the SNN accuracy (bootstrap over images and seeds)")
+    return save_figure(fig, s, outdir, "fig11_model_fidelity")
