@@ -182,8 +182,8 @@ def compile_graph(
         shape = tuple(layer.output_shape)
         inbound = []
         if isinstance(layer, ir.MaxPool2d):
-            inbound.append(Inbound(layer, tuple(s.source for s in pj.segments(graph, graph.sources(layer.name)[0])),
-                                   None, ()))
+            (proj,) = pj.projections(graph, layer.name)  # raises for a pool on a Concat
+            inbound.append(Inbound(layer, (proj.source,), None, ()))
         else:
             projs = pj.projections(graph, layer.name)
             for w, view in pj.incoming(graph, layer.name):
