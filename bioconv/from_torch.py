@@ -372,6 +372,17 @@ def _final_softmax(model: nn.Module) -> Callable | None:
     return (lambda z: torch.softmax(z, 1)) if kind == "softmax" else (lambda z: torch.log_softmax(z, 1))
 
 
+def data_range(preprocessing: dict) -> tuple[float, float]:
+    """The range of the preprocessed data (for the checks of :func:`from_torch`); [0, 1] if unknown."""
+    if "range" in preprocessing:
+        lo, hi = preprocessing["range"]
+        return float(lo), float(hi)
+    if "mean" in preprocessing and "std" in preprocessing:
+        mean, std = np.asarray(preprocessing["mean"], float), np.asarray(preprocessing["std"], float)
+        return float(np.min(-mean / std)), float(np.max((1.0 - mean) / std))
+    return 0.0, 1.0
+
+
 def from_checkpoint(path, rate_scale: float = 1000.0, verify: bool = True) -> ir.Graph:
     """Load a ``bioconv train`` checkpoint and convert it; the Graph's ``meta`` records its origin.
 
@@ -383,4 +394,5 @@ def from_checkpoint(path, rate_scale: float = 1000.0, verify: bool = True) -> ir
     model, ckpt = load_checkpoint(path)
     info = {"checkpoint": str(path), "spec": ckpt["spec"], "arch": ckpt["arch"], "dataset": ckpt["dataset"],
             "preprocessing": ckpt.get("preprocessing", {}), "ann_test_accuracy": ckpt.get("test_accuracy")}
-    return from_torch(model, tuple(ckpt["input_shape"]), rate_scale=rate_scale, verify=verify, meta=info)
+    return from_torch(model, tuple(ckpt["input_shape"]), rate_scale=rate_scale, verify=verify, meta=info,
+                      input_range=data_range(ckpt.get("preprocessing", {})))

@@ -23,7 +23,14 @@ METHODS = ("mcr", "max", "robust", "spike")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("ckpt", help="trained ANN checkpoint (.pt, from `bioconv train`)")
+    parser.add_argument("ckpt", help="trained ANN checkpoint (.pt, from `bioconv train`), or with --model the "
+                        "state_dict file of your own model")
+    parser.add_argument("--model", metavar="MODULE:FACTORY",
+                        help="your own PyTorch model: FACTORY() in MODULE (an importable module or a .py file) "
+                             "returns the nn.Module, CKPT is its state_dict (torch.save(model.state_dict(), path)); "
+                             "needs --dataset")
+    parser.add_argument("--dataset", choices=("mnist", "cifar10", "digits"),
+                        help="dataset of a --model (checkpoints of `bioconv train` record theirs)")
     parser.add_argument("--norm", default="mcr", help=f"normalization method: {', '.join(METHODS)} (default mcr)")
     parser.add_argument("--neuron", default="if", choices=("if", "lif", "srm"), help="neuron model (default if)")
     parser.add_argument("--reset", default="zero", choices=("zero", "subtract"), help="IF/LIF reset (default zero)")
@@ -100,6 +107,23 @@ def _options(args: argparse.Namespace) -> dict:
                 target_hz=float(target / Hz), input_hz=float(inp / Hz), duration_ms=float(duration / ms))
 
 
+def _user_model(args: argparse.Namespace):
+    """(model, meta) of ``--model MODULE:FACTORY`` with the state_dict ``args.ckpt``; meta as a checkpoint's."""
+    from bioconv.user_model import load_user_model
+
+    if not args.dataset:
+        raise ValueError("--model needs --dataset (mnist, cifar10 or digits): the calibration data and input shape")
+    return load_user_model(args.model, args.ckpt, args.dataset, args.data_dir)
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    """Fail on an unusable --out before the slow scan."""
+    from bioconv.outpaths import check_output_path
+
+    if args.out:
+        check_output_path(args.out, "--out")
+
+
 def _table(graph) -> str:
     norm = graph.meta["normalization"]
     achieved = norm.get("achieved_max_rate_hz") or {}
@@ -114,21 +138,23 @@ def _table(graph) -> str:
 
 def run(args: argparse.Namespace) -> int:
     opts = _options(args)
+    _check_out(args)
     ckpt = Path(args.ckpt)
     if not ckpt.exists():
         raise FileNotFoundError(f"no checkpoint at {ckpt}; train one with `bioconv train`")
     from bioconv import normalize
     from bioconv.ann import load_checkpoint
     from bioconv.data import load_dataset, subset
-    from bioconv.from_torch import from_torch
+    from bioconv.from_torch import data_range, from_torch
     from bioconv.graphio import save_graph
     from bioconv.normalize import thresholds
     from bioconv.normalize.probes import make_probe
     from bioconv.pool_folding import prepare_pools
 
     t0 = time.perf_counter()
-    model, meta = load_checkpoint(ckpt)
-    graph = from_torch(model, meta["input_shape"], meta={"checkpoint": str(ckpt), "arch": meta.get("arch")})
+    model, meta = _user_model(args) if args.model else load_checkpoint(ckpt)
+    graph = from_torch(model, meta["input_shape"], meta={"checkpoint": str(ckpt), "arch": meta.get("arch")},
+                       input_range=data_range(meta.get("preprocessing", {})))
     graph = prepare_pools(graph, args.pools)
     calib = subset(load_dataset(meta["dataset"], "train", args.data_dir), args.calib, seed=args.seed)
     stats = normalize.activation_stats(graph, calib.images, percentiles=(args.percentile, 99.0, 99.9, 99.99))
