@@ -17,10 +17,9 @@ from bioconv.synapses import Delta
 def _pool_graph(neuron, rates_per_step=(0.11, 0.23, 0.37, 0.19)) -> ir.Graph:
     """Four bias-driven conv neurons (rates ≈ bias·dt/θ) in one 2×2 max-pool window, then a readout."""
     n = len(rates_per_step)
-    conv = ir.Conv2d("conv", (1, 2, 2), np.zeros((1, 1, 1, 1)), np.zeros(1))
-    # per-neuron bias through a per-neuron threshold: I_bias = 1000 Hz (dt = 1 ms), θ = 1/rate
+    # bias 1 adds 1 to v per step (dt = τ = 1 ms); θ = 1/rate gives each neuron its rate per step
     theta = (1.0 / np.asarray(rates_per_step)).reshape(1, 2, 2)
-    conv = ir.Conv2d("conv", (1, 2, 2), np.zeros((1, 1, 1, 1)), np.array([1000.0]), threshold=theta)
+    conv = ir.Conv2d("conv", (1, 2, 2), np.zeros((1, 1, 1, 1)), np.array([1.0]), threshold=theta)
     pool = ir.MaxPool2d("pool", (1, 2, 2), 2, 2)
     flat = ir.Flatten("flat", (1, 1, 1))
     out = ir.Dense("out", np.ones((1, 1)), np.zeros(1))
@@ -35,7 +34,7 @@ def test_pool_rate_equals_winner_rate(reset):
     x = np.zeros((1, 1, 2, 2))
     res = te.simulate(graph, x, np.zeros(1), cfg, propagation="event", progress=False)
     conv, pool = res.counts["conv"][0], res.counts["pool"][0]
-    assert conv.max() > 300  # the winner fires at a few hundred Hz
+    assert 300 < conv.max() < 500  # the winner fires at a few hundred Hz
     assert abs(pool[0] - conv.max()) <= 0.02 * conv.max()
     # one for one, one step later: the pool's spike times are the winner's plus dt
     (_, i_c, t_c), (_, _, t_p) = res.spike_times["conv"], res.spike_times["pool"]
