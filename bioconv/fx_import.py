@@ -288,8 +288,22 @@ def _maxpool(st: Importer, m: Any, x: Any, kernel_size=None, stride=None, paddin
     if isinstance(x, Pre):  # relu(max(z)) = max(relu(z)): rectify now, the ReLU must follow
         x, pending = st.population(x, st.node.name), st.node.name
     a = st.act(x, "MaxPool2d")
-    layer = st.emit(ir.MaxPool2d(st.unique(st.node.name), a.shape, kernel, stride, inputs=(a.name,)))
-    return Act(layer.name, tuple(layer.output_shape), pending)
+    out = _per_branch(st, a, lambda src: ir.MaxPool2d(st.unique(st.node.name), src.shape, kernel, stride,
+                                                      inputs=(src.name,)))
+    return Act(out.name, out.shape, pending)
+
+
+def _per_branch(st: Importer, a: Act, make: Callable[[Act], ir.Layer]) -> Act:
+    """Emit the pool ``make(a)``; a pool of a Concat is emitted per concatenated input (pooling is per
+    channel, so this is exact), then concatenated again: a spiking pool reads one population."""
+    concat = next((l for l in st.layers if l.name == a.name and isinstance(l, ir.Concat)), None)
+    if concat is None:
+        layer = st.emit(make(a))
+        return Act(layer.name, tuple(layer.output_shape))
+    parts = [_per_branch(st, Act(src, shape), make) for src, shape in zip(concat.inputs, concat.input_shapes)]
+    layer = st.emit(ir.Concat(st.unique(f"{st.node.name}_cat"), tuple(p.shape for p in parts),
+                              tuple(p.name for p in parts)))
+    return Act(layer.name, tuple(layer.output_shape))
 
 
 def _avgpool(st: Importer, m: Any, x: Any, kernel_size=None, stride=None, padding=0, ceil_mode=False,
@@ -307,8 +321,8 @@ def _emit_avg(st: Importer, x: Any, kernel, stride) -> Act:
     a = st.act(x, "an average pool")
     if len(a.shape) != 3:
         raise st.error(f"average pooling needs a (C, H, W) input, gets {a.shape}", "check the model")
-    layer = st.emit(ir.AvgPool2d(st.unique(st.node.name), a.shape, kernel, stride, inputs=(a.name,)))
-    return Act(layer.name, tuple(layer.output_shape))
+    return _per_branch(st, a, lambda src: ir.AvgPool2d(st.unique(st.node.name), src.shape, kernel, stride,
+                                                       inputs=(src.name,)))
 
 
 def _adaptive_avg(st: Importer, m: Any, x: Any, output_size=None) -> Act:

@@ -83,10 +83,11 @@ def test_engines_agree_on_foreign_models(name, mnist_images):
     x, y = images[20:22], labels[20:22]
     ev = te.simulate(graph, x, y, cfg, propagation="event", progress=False)
     br = b2.simulate(graph, x, y, cfg, device="runtime")
-    assert sum(int(c.sum()) for c in ev.counts.values()) > 100
+    assert sum(int(c.sum()) for c in ev.counts.values()) > 30
     for layer, counts in ev.counts.items():
         np.testing.assert_array_equal(counts, br.counts[layer], err_msg=f"{name}: layer {layer}")
-    assert te.resolve_auto(graph, cfg, "cpu") == "event"  # fused cannot run these graphs
+    if name in ("preact_resnet", "inception", "depthwise"):  # Add/Concat/grouped conv: auto falls back to event
+        assert te.resolve_auto(graph, cfg, "cpu") == "event"
 
 
 def test_dense_path_matches_event_on_residual(mnist_images):
