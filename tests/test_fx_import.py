@@ -233,3 +233,16 @@ def test_leading_relu_on_signed_input():
     assert from_torch(model, (4,), input_range=(0.0, 1.0)).layers[0].name == "fc1"
     with pytest.raises(ValueError, match="ReLU to its raw input.*signed"):
         from_torch(model, (4,), input_range=(-1.0, 1.0))
+
+
+@pytest.mark.parametrize("name", sorted(FOREIGN))
+def test_pool_folding_keeps_the_function(name, rng):
+    from bioconv.pool_folding import fold_avg_pools
+
+    graph = from_torch(make(name), SHAPE)
+    folded = fold_avg_pools(graph)
+    x = rng.uniform(0, 1, (3, *SHAPE))
+    np.testing.assert_allclose(folded.forward(x)[folded.layers[-1].name], graph.forward(x)[graph.layers[-1].name],
+                               atol=1e-10)
+    n_avg = sum(isinstance(l, ir.AvgPool2d) for l in graph.layers)
+    assert sum(isinstance(l, ir.AvgPool2d) for l in folded.layers) == (1 if name == "inception" else 0) * n_avg
