@@ -56,14 +56,14 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     if args.out:
         check_output_path(args.out, "--out", suffixes=(".parquet", ".csv"))
+    dt = parse_time(args.dt)
+    config = SimConfig(duration=parse_time(args.duration), dt=dt, bin=parse_time(args.bin) if args.bin else dt,
+                       coding=args.coding, readout=args.readout, seed=args.seed, record_times=tuple(args.record_times))
     graph = load_graph(args.net)
     dataset = args.dataset or graph.meta.get("dataset") or "mnist"
     ds = subset(load_dataset(dataset, args.split, args.data_dir), args.n)
     if tuple(ds.images.shape[1:]) != tuple(graph.input.shape):
         raise ValueError(f"{dataset} images {ds.images.shape[1:]} do not fit the graph input {graph.input.shape}")
-    dt = parse_time(args.dt)
-    config = SimConfig(duration=parse_time(args.duration), dt=dt, bin=parse_time(args.bin) if args.bin else dt,
-                       coding=args.coding, readout=args.readout, seed=args.seed, record_times=tuple(args.record_times))
     ann_pred = graph.forward(ds.images)[graph.layers[-1].name].argmax(axis=1)
     ann_acc = float((ann_pred == ds.labels).mean())
 
