@@ -12,7 +12,10 @@ inject them as constant currents, seed 004 §2.2.1).
 
 * :class:`~bioconv.ir.Conv2d` — one synapse per (c_out, c_in, k_y, k_x, y, x) whose input
   pixel :math:`(s_y y + k_y - p_y, s_x x + k_x - p_x)` lies inside the image (zero padding
-  has no synapses).
+  has no synapses); grouped convs connect each output channel to its group's inputs only,
+  dilated taps read :math:`(s_y y + d_y k_y - p_y, \dots)`, and reflect / replicate / circular
+  padding map an outside pixel to the image pixel torch reads there (several synapses may
+  then join one pair; their weights add).
 * :class:`~bioconv.ir.AvgPool2d` — one synapse per window member, weight
   :math:`s/(k_y k_x)`.
 * :class:`~bioconv.ir.Dense` — all-to-all, ``w = weight.ravel()``.
@@ -107,15 +110,14 @@ class GatedMaxPool:
     unit has received :math:`\max_{i \in \text{window}} c_i` spikes: the spiking max of
     the counts. In Brian2 (``c`` a synaptic variable, ``cmax``/``winner`` post variables,
     all reset between images, ``winner`` to −1) the gate is :attr:`on_pre_gate`, which
-    ends by defining the temporary ``w`` (1 if the spike passes, else 0); append the
-    synapse model's own delivery code (``v_post += w``, ``x_syn_post += w/tau_s``, …)::
+    ends by defining the temporary ``w`` (1 if the spike passes, else 0); the pool unit is a
+    relay (see :class:`bioconv.ir.MaxPool2d`) that the passed spike sets::
 
-        Synapses(pre, pool, "c : 1", on_pre=pool.on_pre_gate + "\n" + Delta().on_pre(neuron))
-        # post model adds: cmax : 1, winner : 1
+        Synapses(pre, pool, "c : 1", on_pre=gate.on_pre_gate + "\nv_post += w")
+        # pool: v : 1, cmax : 1, winner : 1; threshold v > 0.5; reset v = 0
 
-    :meth:`run` is the numpy reference of this rule. Each passed spike has weight 1, so the
-    pool neuron (threshold θ) fires at about :math:`\max_i r_i/\theta`, like the ANN
-    ``max`` divided by θ in :meth:`bioconv.ir.Graph.forward`.
+    :meth:`run` is the numpy reference of this rule. The relay fires one step after each
+    passed spike, so the pool unit fires at :math:`\max_i r_i`, the ANN ``max``.
 
     ``i``/``j`` are grouped by output and ascending in ``i`` within a window, so
     ``windows = i.reshape(n_post, window)``. There is deliberately no ``w``.
