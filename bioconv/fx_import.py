@@ -25,8 +25,9 @@ Rules (each exact in the ANN):
   (the Rate Norm Layer idea of Ding et al. 2021: the clip value is the activation that
   maps to the maximal rate; normalization uses it as λ). ReLU of an ``Act`` is the identity.
 - ``MaxPool2d`` of a ``Pre`` rectifies it first (max and ReLU commute) and requires a ReLU
-  next; ``AvgPool2d``/``AdaptiveAvgPool2d`` (where the output size divides the input:
-  an exact average pool)/``mean((2, 3))`` need an ``Act``.
+  next; ``AvgPool2d`` of a ``Pre`` of conv terms folds into the convs (a larger kernel);
+  ``AdaptiveAvgPool2d`` (where the output size divides the input: an exact average
+  pool) and ``mean((2, 3))`` need an ``Act``. ``clamp(0, c)`` is a clipped ReLU.
 - ``flatten``/``view``/``reshape`` to (N, -1) give a Flatten view, ``torch.cat(dim=1)`` of
   activations a :class:`~bioconv.ir.Concat`; Dropout and Identity are dropped, a final
   Softmax/LogSoftmax is dropped with a logged notice.
@@ -254,6 +255,13 @@ def _relu(st: Importer, m: Any, x: Any, *args: Any, **kwargs: Any) -> Act:
     return st.rectify(x, st.node.name)
 
 
+def _clamp(st: Importer, m: Any, x: Any, min: Any = None, max: Any = None, **kwargs: Any) -> Act:
+    if min != 0 or (max is not None and not max > 0):
+        raise st.error(f"clamp(min={min}, max={max})", "only clamp(min=0) (a ReLU) or clamp(0, c) (a clipped ReLU) "
+                       "converts")
+    return st.rectify(x, st.node.name, clip=None if max is None else float(max))
+
+
 def _relu6(st: Importer, m: Any, x: Any, *args: Any, **kwargs: Any) -> Act:
     return st.rectify(x, st.node.name, clip=6.0)
 
@@ -314,7 +322,40 @@ def _avgpool(st: Importer, m: Any, x: Any, kernel_size=None, stride=None, paddin
     if divisor_override is not None:
         raise st.error("AvgPool2d with divisor_override", "remove it")
     kernel, stride = _pool_args(st, kernel_size, stride, padding, 1, ceil_mode, "AvgPool2d")
+    if isinstance(x, Pre):  # avgpool ∘ conv is one conv with a larger kernel (exact with zero padding)
+        return _pool_pre(st, x, kernel, stride)
     return _emit_avg(st, x, kernel, stride)
+
+
+def _pool_pre(st: Importer, pre: Pre, kernel, stride) -> Pre:
+    r"""An average pool of a pre-activation, folded into each conv term:
+    :math:`W'_{v} = \frac{1}{k_y k_x}\sum_{a, u:\, s a + u = v} W_u` per axis (:math:`s` the conv
+    stride), kernel :math:`s(k - 1) + K`, stride :math:`s\,s_p`, same padding and bias."""
+    terms = []
+    for t in pre.terms:
+        kw = t.kwargs
+        if t.cls is not ir.Conv2d or tuple(kw["dilation"]) != (1, 1) or kw["padding_mode"] != "zeros":
+            raise st.error("an average pool of a pre-activation that is not a plain conv output",
+                           "put the ReLU before the average pool")
+        w = np.asarray(kw["weight"], np.float64)
+        for axis, k, s in ((2, kernel[0], kw["stride"][0]), (3, kernel[1], kw["stride"][1])):
+            size = w.shape[axis]
+            shape = list(w.shape)
+            shape[axis] = s * (k - 1) + size
+            out = np.zeros(shape)
+            for a in range(k):
+                idx = [slice(None)] * 4
+                idx[axis] = slice(s * a, s * a + size)
+                out[tuple(idx)] += w / k
+            w = out
+        new = {**kw, "weight": w, "stride": (kw["stride"][0] * stride[0], kw["stride"][1] * stride[1])}
+        c, h, wd = pre.shape
+        expect = (c, (h - kernel[0]) // stride[0] + 1, (wd - kernel[1]) // stride[1] + 1)
+        if tuple(ir.Conv2d(name="probe", **new).output_shape) != expect:
+            raise st.error("an average pool of a pre-activation whose windows do not tile the conv output",
+                           "put the ReLU before the average pool")
+        terms.append(Term(t.cls, new, t.source, t.label))
+    return Pre(tuple(terms), expect)
 
 
 def _emit_avg(st: Importer, x: Any, kernel, stride) -> Act:
@@ -457,10 +498,12 @@ FUNCTIONS: dict[Any, Callable] = {
     torch.flatten: _flatten, torch.cat: _cat, torch.concat: _cat, operator.add: _add, torch.add: _add,
     operator.iadd: _add, F.dropout: _passthrough, F.softmax: _softmax, F.log_softmax: _softmax,
     torch.softmax: _softmax, operator.getitem: _getitem, getattr: _shape_attr, torch.mean: _mean,
+    torch.clamp: _clamp, torch.clip: _clamp,
 }
 METHODS: dict[str, Callable] = {
     "relu": _relu, "view": _view, "reshape": _view, "flatten": _method_flatten, "size": _size, "add": _add,
-    "softmax": _softmax, "log_softmax": _softmax, "mean": _mean, "contiguous": _passthrough,
+    "softmax": _softmax, "log_softmax": _softmax, "mean": _mean, "contiguous": _passthrough, "clamp": _clamp,
+    "clip": _clamp,
 }
 
 

@@ -246,3 +246,49 @@ def test_pool_folding_keeps_the_function(name, rng):
                                atol=1e-10)
     n_avg = sum(isinstance(l, ir.AvgPool2d) for l in graph.layers)
     assert sum(isinstance(l, ir.AvgPool2d) for l in folded.layers) == (1 if name == "inception" else 0) * n_avg
+
+
+class _PoolBeforeRelu(nn.Module):
+    """Average pools of conv outputs (folded into the convs), clamp as ReLU, view(-1, n)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 4, 5, padding=2)
+        self.c2 = nn.Conv2d(4, 6, 3, stride=2)
+        self.f = nn.Linear(6 * 3 * 3, 3)
+
+    def forward(self, x):
+        x = F.relu(F.avg_pool2d(self.c1(x), 2))
+        x = F.avg_pool2d(self.c2(x), 2).clamp(min=0)
+        return self.f(x.view(-1, 6 * 3 * 3))
+
+
+class _ResNetV1(nn.Module):
+    """Post-activation residual block with an empty nn.Sequential shortcut and `out += x`; clamp(0, c)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.c1 = nn.Conv2d(4, 4, 3, padding=1)
+        self.c2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(4)
+        self.shortcut = nn.Sequential()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.conv(x)), inplace=True)
+        out = self.bn2(self.c2(F.relu(self.c1(x))))
+        out += self.shortcut(x)
+        out = torch.clamp(out, 0, 3.0)
+        return self.fc(torch.mean(out, dim=(2, 3)))
+
+
+@pytest.mark.parametrize("model", [_PoolBeforeRelu(), _ResNetV1()], ids=["pool-before-relu", "resnet-v1"])
+def test_more_user_patterns(model, rng):
+    from foreign_models import randomize_bn
+
+    model = randomize_bn(model, 3)
+    graph = from_torch(model, SHAPE)
+    x = rng.uniform(0, 1, (3, *SHAPE))
+    np.testing.assert_allclose(graph.forward(x)[graph.layers[-1].name], _torch_out(model, x), atol=1e-5, rtol=0)
