@@ -22,7 +22,7 @@ def parse_quantity(text: str, kind: str) -> Quantity:
     if not math.isfinite(value) or (value > 0 and not math.isfinite(value * float(_UNITS[match.group(2).lower()]))):
         raise ValueError(f"{kind} {text!r} is too large (not a finite number); write e.g. {example}")
     if value <= 0:
-        raise ValueError(f"{kind} {text!r} must be > 0; write e.g. {example}")
+        raise ValueError(f"{kind} {text!r} must be > 0 {match.group(2)}; write e.g. {example}")
     return value * _UNITS[match.group(2).lower()]
 
 
