@@ -13,9 +13,15 @@ explicit namespaces, synapses with a scalar delay of 0):
   ``I_bias`` (bias per channel expanded) and ``theta``. A ``run_regularly`` with
   ``dt = T_image, when='start'`` zeroes every state variable at each image start (and, with
   ``coding="current"``, loads layer 1's per-image ``I_bias`` from ``ta_bias``).
-- ``<layer>_syn`` (and ``<layer>_syn_neg`` with weights ``-w``): ``Synapses`` from the
-  previous spiking group (or the input), ``connect(i=..., j=...)`` with the arrays of
+- one ``Synapses`` per projection onto a layer (:func:`bioconv.projections.projections`):
+  ``<layer>_syn`` from the previous spiking group (or the input), or per branch of a
+  residual ``Add`` (``<branch>_syn``, all onto the Add's group, delivered in branch order via
+  ``order``) and per population of a ``Concat`` (``<layer>_syn_<source>``); ``_neg`` copies
+  with weights ``-w`` from ``<input>_neg``; ``connect(i=..., j=...)`` with the arrays of
   :func:`bioconv.connectivity.layer_synapses`, ``on_pre`` from the synapse model.
+- a max-pool layer is a relay group (``v : 1``, threshold ``v > 0.5``, reset ``v = 0``) fed by
+  the gate of :class:`bioconv.connectivity.GatedMaxPool` (``<pool>_syn``, its counts reset
+  per image).
 - monitors: ``<layer>_count_mon`` (cumulative ``spike_count`` every image start),
   ``out_bin_mon`` (output ``spike_count`` every bin), ``out_v_mon`` (voltage readout) and
   ``<layer>_spikes`` (``SpikeMonitor``, only for ``config.record_times``), all recorded at
