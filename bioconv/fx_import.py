@@ -117,8 +117,8 @@ class Importer:
         return ValueError(f"{type(self.module).__name__}: {where}: {what}; {fix}")
 
     def unique(self, label: str) -> str:
-        base = "".join(c if c.isalnum() or c == "_" else "_" for c in label) or "layer"
-        if not (base[0].isalpha() or base[0] == "_"):
+        base = "".join(c if c.isalnum() or c == "_" else "_" for c in label).strip("_") or "layer"
+        if not base[0].isalpha():
             base = "l_" + base
         name, k = base, 1
         while name in self.names:
