@@ -12,7 +12,10 @@ inject them as constant currents, seed 004 §2.2.1).
 
 * :class:`~bioconv.ir.Conv2d` — one synapse per (c_out, c_in, k_y, k_x, y, x) whose input
   pixel :math:`(s_y y + k_y - p_y, s_x x + k_x - p_x)` lies inside the image (zero padding
-  has no synapses).
+  has no synapses); grouped convs connect each output channel to its group's inputs only,
+  dilated taps read :math:`(s_y y + d_y k_y - p_y, \dots)`, and reflect / replicate / circular
+  padding map an outside pixel to the image pixel torch reads there (several synapses may
+  then join one pair; their weights add).
 * :class:`~bioconv.ir.AvgPool2d` — one synapse per window member, weight
   :math:`s/(k_y k_x)`.
 * :class:`~bioconv.ir.Dense` — all-to-all, ``w = weight.ravel()``.
@@ -107,15 +110,14 @@ class GatedMaxPool:
     unit has received :math:`\max_{i \in \text{window}} c_i` spikes: the spiking max of
     the counts. In Brian2 (``c`` a synaptic variable, ``cmax``/``winner`` post variables,
     all reset between images, ``winner`` to −1) the gate is :attr:`on_pre_gate`, which
-    ends by defining the temporary ``w`` (1 if the spike passes, else 0); append the
-    synapse model's own delivery code (``v_post += w``, ``x_syn_post += w/tau_s``, …)::
+    ends by defining the temporary ``w`` (1 if the spike passes, else 0); the pool unit is a
+    relay (see :class:`bioconv.ir.MaxPool2d`) that the passed spike sets::
 
-        Synapses(pre, pool, "c : 1", on_pre=pool.on_pre_gate + "\n" + Delta().on_pre(neuron))
-        # post model adds: cmax : 1, winner : 1
+        Synapses(pre, pool, "c : 1", on_pre=gate.on_pre_gate + "\nv_post += w")
+        # pool: v : 1, cmax : 1, winner : 1; threshold v > 0.5; reset v = 0
 
-    :meth:`run` is the numpy reference of this rule. Each passed spike has weight 1, so the
-    pool neuron (threshold θ) fires at about :math:`\max_i r_i/\theta`, like the ANN
-    ``max`` divided by θ in :meth:`bioconv.ir.Graph.forward`.
+    :meth:`run` is the numpy reference of this rule. The relay fires one step after each
+    passed spike, so the pool unit fires at :math:`\max_i r_i`, the ANN ``max``.
 
     ``i``/``j`` are grouped by output and ascending in ``i`` within a window, so
     ``windows = i.reshape(n_post, window)``. There is deliberately no ``w``.
@@ -220,8 +222,54 @@ def _conv_windows(layer: ir.Conv2d) -> list[tuple[int, int, tuple[int, int], tup
     return out
 
 
+def _is_plain(layer: ir.Conv2d) -> bool:
+    return layer.groups == 1 and tuple(layer.dilation) == (1, 1) and layer.padding_mode == "zeros"
+
+
+def _pad_index(pos: np.ndarray, size: int, mode: str) -> np.ndarray:
+    """Image coordinate read by padded coordinate ``pos`` (torch's padding modes); -1 for zero padding."""
+    if mode == "zeros":
+        return np.where((pos >= 0) & (pos < size), pos, -1)
+    if mode == "replicate":
+        return np.clip(pos, 0, size - 1)
+    if mode == "circular":
+        return np.mod(pos, size)
+    period = 2 * (size - 1)  # reflect (no edge repeat)
+    q = np.mod(pos, period) if period else np.zeros_like(pos)
+    return np.where(q < size, q, period - q)
+
+
+def _conv_arrays_general(layer: ir.Conv2d) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, w) of a grouped / dilated / non-zero-padded conv; order (k_y, k_x, c_out, c_in/g, y, x).
+
+    Output channel :math:`c_o` reads input channel :math:`\gamma(c_o) C_i/g + c`, tap
+    :math:`(k_y, k_x)` reads pixel :math:`(s_y y + d_y k_y - p_y, s_x x + d_x k_x - p_x)`
+    mapped by the padding mode (zero padding: no synapse).
+    """
+    c_out, c_g, kh, kw = layer.weight.shape
+    c_in, h, w_in = layer.input_shape
+    _, ho, wo = layer.output_shape
+    (sy, sx), (py, px), (dy, dx) = layer.stride, layer.padding, layer.dilation
+    ky = np.arange(kh)[:, None, None, None, None, None]
+    kx = np.arange(kw)[None, :, None, None, None, None]
+    co = np.arange(c_out)[None, None, :, None, None, None]
+    ci = (co // (c_out // layer.groups)) * c_g + np.arange(c_g)[None, None, None, :, None, None]
+    oy = np.arange(ho)[None, None, None, None, :, None]
+    ox = np.arange(wo)[None, None, None, None, None, :]
+    iy = _pad_index(sy * oy + dy * ky - py, h, layer.padding_mode)
+    ix = _pad_index(sx * ox + dx * kx - px, w_in, layer.padding_mode)
+    shape = (kh, kw, c_out, c_g, ho, wo)
+    valid = np.broadcast_to((iy >= 0) & (ix >= 0), shape)
+    i = np.broadcast_to(ci * (h * w_in) + iy * w_in + ix, shape)[valid].astype(INDEX)
+    j = np.broadcast_to(co * (ho * wo) + oy * wo + ox, shape)[valid].astype(INDEX)
+    wt = np.asarray(layer.weight, dtype=np.float64).transpose(2, 3, 0, 1)[..., None, None]
+    return i, j, np.broadcast_to(wt, shape)[valid].astype(np.float64)
+
+
 def _conv_arrays(layer: ir.Conv2d, with_indices: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(i, j, w) of a Conv2d; with ``with_indices=False`` only ``w`` is filled (i, j empty)."""
+    if not _is_plain(layer):
+        return _conv_arrays_general(layer)
     c_out, c_in, kh, kw = layer.weight.shape
     _, h, w_in = layer.input_shape
     _, ho, wo = layer.output_shape
@@ -250,6 +298,8 @@ def _conv_arrays(layer: ir.Conv2d, with_indices: bool = True) -> tuple[np.ndarra
 
 
 def _conv_count(layer: ir.Conv2d) -> int:
+    if not _is_plain(layer):
+        return len(_conv_arrays_general(layer)[0])
     c_out, c_in = layer.weight.shape[:2]
     return int(sum(c_out * c_in * (y1 - y0) * (x1 - x0) for _, _, (y0, y1), (x0, x1) in _conv_windows(layer)))
 
@@ -293,11 +343,14 @@ def layer_synapses(layer: ir.Layer) -> Union[Connectivity, GatedMaxPool]:
     MaxPool2d. Raises ``ValueError`` for Flatten, which has no synapses (the next Dense
     layer reads its flat input directly).
     """
-    if isinstance(layer, ir.Flatten):
+    if isinstance(layer, ir.VIEWS):
         raise ValueError(
-            f"layer {layer.name!r} is a Flatten: it has no neurons and no synapses; wire the next "
-            "layer to the flat output of the layer before it"
+            f"layer {layer.name!r} is a {type(layer).__name__}: it has no neurons and no synapses; wire the next "
+            "layer to the flat output of the layers before it (bioconv.projections)"
         )
+    if isinstance(layer, ir.Add):
+        raise ValueError(f"Add {layer.name!r} has no synapses of its own: its branches {layer.inputs} carry them "
+                         "(bioconv.projections.incoming)")
     if not isinstance(layer, ir.SPIKING_LAYERS):
         raise ValueError(f"no connectivity for layer type {type(layer).__name__}; expected an IR layer")
     n_pre, n_post = _sizes(layer)
@@ -338,7 +391,9 @@ def layer_synapse_count(layer: ir.Layer) -> int:
         return int(np.prod(layer.output_shape)) * layer.kernel_size[0] * layer.kernel_size[1]
     if isinstance(layer, ir.Dense):
         return int(layer.weight.size)
-    if isinstance(layer, ir.Flatten):
+    if isinstance(layer, (ir.Flatten, ir.Concat)):
+        return 0
+    if isinstance(layer, ir.Add):
         return 0
     raise ValueError(f"no connectivity for layer type {type(layer).__name__}")
 
@@ -349,7 +404,10 @@ def count_synapses(graph: ir.Graph) -> Mapping[str, int]:
     For memory preflight (bytes ≈ count × bytes per synapse) and operation counting
     (fan-in per layer = count / n_neurons).
     """
-    return {layer.name: layer_synapse_count(layer) for layer in graph.spiking_layers}
+    from bioconv.projections import incoming
+
+    return {layer.name: sum(layer_synapse_count(w) for w, _ in incoming(graph, layer.name))
+            for layer in graph.spiking_layers}
 
 
 def fan_in(layer: ir.Layer) -> np.ndarray:
@@ -358,6 +416,8 @@ def fan_in(layer: ir.Layer) -> np.ndarray:
         return np.full(layer.weight.shape[0], layer.weight.shape[1], dtype=np.int64)
     if isinstance(layer, (ir.AvgPool2d, ir.MaxPool2d)):
         return np.full(int(np.prod(layer.output_shape)), layer.kernel_size[0] * layer.kernel_size[1], dtype=np.int64)
+    if isinstance(layer, ir.Conv2d) and not _is_plain(layer):
+        return np.bincount(_conv_arrays_general(layer)[1], minlength=int(np.prod(layer.output_shape))).astype(np.int64)
     if isinstance(layer, ir.Conv2d):
         c_out, c_in = layer.weight.shape[:2]
         _, ho, wo = layer.output_shape

@@ -26,7 +26,7 @@ from bioconv.synapses import synapse_from_dict
 FORMAT = "bioconv-graph"
 FORMAT_VERSION = 1
 LAYER_TYPES: dict[str, type] = {
-    cls.__name__: cls for cls in (ir.Conv2d, ir.Dense, ir.AvgPool2d, ir.MaxPool2d, ir.Flatten)
+    cls.__name__: cls for cls in (ir.Conv2d, ir.Dense, ir.AvgPool2d, ir.MaxPool2d, ir.Flatten, ir.Concat, ir.Add)
 }
 
 
@@ -42,8 +42,10 @@ def _encode_layer(layer: ir.Layer, arrays: dict[str, np.ndarray]) -> dict[str, A
             key = f"{layer.name}.{f.name}"
             arrays[key] = value
             spec[f.name] = {"array": key}
+        elif isinstance(value, tuple):
+            spec[f.name] = [list(v) if isinstance(v, tuple) else v for v in value]
         else:
-            spec[f.name] = list(value) if isinstance(value, tuple) else value
+            spec[f.name] = value
     return spec
 
 
@@ -57,7 +59,7 @@ def _decode_layer(spec: dict[str, Any], arrays: Any) -> ir.Layer:
         if isinstance(value, dict) and "array" in value:
             value = arrays[value["array"]]
         elif isinstance(value, list):
-            value = tuple(value)
+            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
         kwargs[key] = value
     return LAYER_TYPES[kind](**kwargs)
 
@@ -95,15 +97,26 @@ def load_graph(path: str | os.PathLike) -> ir.Graph:
         with np.load(path, allow_pickle=False) as data:
             doc = json.loads(bytes(data["graph.json"]).decode("utf-8"))
             arrays = {k: data[k] for k in data.files if k != "graph.json"}
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, UnicodeDecodeError) as exc:
-        raise GraphFileError(f"{path} is not a readable bioconv graph file ({exc}); re-create it with `bioconv convert`") from exc
-    if doc.get("format") != FORMAT:
-        raise GraphFileError(f"{path} is not a bioconv graph file (format {doc.get('format')!r})")
-    if doc.get("version") != FORMAT_VERSION:
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError, UnicodeDecodeError, EOFError) as exc:
+        what = "it is empty" if isinstance(exc, EOFError) or path.stat().st_size == 0 else str(exc)
+        raise GraphFileError(f"{path} is not a readable bioconv graph file ({what}); re-create it with "
+                             "`bioconv convert`") from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        fmt = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise GraphFileError(f"{path} is not a bioconv graph file (format {fmt!r})")
+    version = doc.get("version")
+    if type(version) is not int:
+        raise GraphFileError(f"{path} stores its format version as {type(version).__name__} {version!r}, not an "
+                             f"integer; the file is corrupt, re-create it with `bioconv convert`")
+    if version != FORMAT_VERSION:
         raise GraphFileError(
-            f"{path} has graph format version {doc.get('version')}, this bioconv reads version "
+            f"{path} has graph format version {version}, this bioconv reads version "
             f"{FORMAT_VERSION}; re-create the file with this version's `bioconv convert`"
         )
+    for key, kind in (("meta", dict), ("layers", list), ("input", dict), ("layer_neurons", dict)):
+        if key in doc and not isinstance(doc[key], kind):
+            raise GraphFileError(f"{path}: field {key!r} is a {type(doc[key]).__name__}, not a {kind.__name__}; "
+                                 "the file is corrupt, re-create it with `bioconv convert`")
     try:
         layers = tuple(_decode_layer(spec, arrays) for spec in doc["layers"])
         inp = doc["input"]
@@ -115,5 +128,5 @@ def load_graph(path: str | os.PathLike) -> ir.Graph:
             layer_neurons={k: neuron_from_dict(v) for k, v in doc["layer_neurons"].items()},
             meta=doc["meta"],
         )
-    except (KeyError, TypeError) as exc:
-        raise GraphFileError(f"{path} is missing a field ({exc}); the file is corrupt") from exc
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise GraphFileError(f"{path} is missing a field or has a malformed one ({exc}); the file is corrupt") from exc

@@ -5,15 +5,24 @@ the maths in the docstring, one field per parameter, and ``ValueError`` on bad
 shapes. Weights are numpy arrays; nothing here imports torch, so a saved Graph can
 be read in the Python 3.12 brian2cuda environment.
 
-Every layer except :class:`Flatten` is a *spiking* layer: it owns one neuron per
+Every layer except the views :class:`Flatten` and :class:`Concat` and the *branch* layers
+(``Conv2d``/``Dense`` with ``spiking=False``) is a *spiking* layer: it owns one neuron per
 output element and its threshold θ (scalar, per channel or per neuron). Inputs to
 the network are encoded by :class:`Input`.
+
+The Graph is a DAG in topological order (as NIR's edges, but stored per node): each layer
+names its sources in ``inputs``; ``inputs=()`` means "the previous layer in the list" (the
+Input for the first), so sequential graphs look as before. Several inputs occur in two
+places only: :class:`Concat` (channel concatenation, a view without neurons) and
+:class:`Add` (a spiking layer whose input is the sum of the pre-activations of its
+branch layers, e.g. ``conv2(h) + identity(x)`` of a residual block). A branch layer is a
+weighted layer without neurons (``spiking=False``) that feeds exactly one Add.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Union
+from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 
@@ -30,8 +39,28 @@ def _pair(value: int | tuple[int, int], what: str) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
-def _pool_out(size: int, kernel: int, stride: int, padding: int) -> int:
-    return (size + 2 * padding - kernel) // stride + 1
+def _pool_out(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _names(value: Any, what: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = (value,)
+    out = tuple(value)
+    if not all(isinstance(v, str) and v for v in out):
+        raise ValueError(f"{what} must be a tuple of layer names, got {value!r}")
+    return out
+
+
+def _check_clip(layer) -> None:
+    if layer.clip is not None:
+        clip = float(layer.clip)
+        if not (np.isfinite(clip) and clip > 0):
+            raise ValueError(f"layer {layer.name!r}: clip must be finite and > 0 (or None), got {layer.clip}")
+        object.__setattr__(layer, "clip", clip)
+
+
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 def _check_threshold(threshold: float | np.ndarray, out_shape: Shape, name: str) -> None:
@@ -97,13 +126,20 @@ class Input:
 
 @dataclass(frozen=True, eq=False)
 class Conv2d:
-    r"""2-D convolution (cross-correlation, as in torch), groups = 1, dilation = 1.
+    r"""2-D convolution (cross-correlation, as in torch) with groups, dilation and padding modes.
+
+    With :math:`g` groups, :math:`C_i/g` input channels per group and dilation :math:`d`:
 
     .. math::
-        z_{c_o}(y, x) = b_{c_o} + \sum_{c_i, k_y, k_x} W_{c_o c_i k_y k_x}\,
-            a_{c_i}(s_y y + k_y - p_y,\; s_x x + k_x - p_x)
+        z_{c_o}(y, x) = b_{c_o} + \sum_{c, k_y, k_x} W_{c_o c k_y k_x}\,
+            a_{\gamma(c_o) C_i/g + c}(s_y y + d_y k_y - p_y,\; s_x x + d_x k_x - p_x),
+        \qquad \gamma(c_o) = \lfloor c_o g / C_o \rfloor
 
-    ``weight`` has shape (C_out, C_in, kH, kW); ``bias`` has shape (C_out,).
+    ``weight`` has shape (C_out, C_in/groups, kH, kW); ``bias`` has shape (C_out,). Pixels
+    outside the image are 0 (``padding_mode="zeros"``) or taken from the image as torch's
+    ``reflect``/``replicate``/``circular`` padding does. ``spiking=False`` makes it a branch
+    of an :class:`Add` (no neurons, no ReLU); ``clip`` (ReLU6, Hardtanh(0, c)) caps the
+    activation, :math:`a = \min(\max(z, 0), c)`, in units of :math:`z`.
     """
 
     name: str
@@ -113,18 +149,36 @@ class Conv2d:
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
     threshold: Union[float, np.ndarray] = 1.0
+    groups: int = 1
+    dilation: tuple[int, int] = (1, 1)
+    padding_mode: str = "zeros"
+    inputs: tuple[str, ...] = ()
+    spiking: bool = True
+    clip: Optional[float] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stride", _pair(self.stride, "stride"))
         object.__setattr__(self, "padding", _pair(self.padding, "padding"))
+        object.__setattr__(self, "dilation", _pair(self.dilation, "dilation"))
         object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
+        object.__setattr__(self, "inputs", _names(self.inputs, "inputs"))
+        object.__setattr__(self, "groups", int(self.groups))
+        object.__setattr__(self, "spiking", bool(self.spiking))
+        _check_clip(self)
+        if self.padding_mode not in PADDING_MODES:
+            raise ValueError(f"layer {self.name!r}: padding_mode must be one of {PADDING_MODES}, got {self.padding_mode!r}")
         if self.weight.ndim != 4:
             raise ValueError(f"layer {self.name!r}: conv weight must be 4-D, got {self.weight.shape}")
-        if len(self.input_shape) != 3 or self.input_shape[0] != self.weight.shape[1]:
+        if self.groups < 1 or self.weight.shape[0] % self.groups or min(self.stride) < 1 or min(self.dilation) < 1:
+            raise ValueError(f"layer {self.name!r}: groups ({self.groups}) must divide C_out={self.weight.shape[0]}; "
+                             "stride and dilation must be >= 1")
+        if len(self.input_shape) != 3 or self.input_shape[0] != self.weight.shape[1] * self.groups:
             raise ValueError(
                 f"layer {self.name!r}: input shape {self.input_shape} does not match weight "
-                f"{self.weight.shape} (expected (C_in={self.weight.shape[1]}, H, W))"
+                f"{self.weight.shape} with groups={self.groups} (expected (C_in={self.weight.shape[1] * self.groups}, H, W))"
             )
+        if self.padding_mode != "zeros" and any(p >= n for p, n in zip(self.padding, self.input_shape[1:])):
+            raise ValueError(f"layer {self.name!r}: {self.padding_mode} padding {self.padding} must be smaller than the image")
         if self.bias.shape != (self.weight.shape[0],):
             raise ValueError(f"layer {self.name!r}: bias shape {self.bias.shape} != ({self.weight.shape[0]},)")
         if min(self.output_shape) <= 0:
@@ -138,21 +192,30 @@ class Conv2d:
         kh, kw = self.weight.shape[2:]
         return (
             self.weight.shape[0],
-            _pool_out(h, kh, self.stride[0], self.padding[0]),
-            _pool_out(w, kw, self.stride[1], self.padding[1]),
+            _pool_out(h, kh, self.stride[0], self.padding[0], self.dilation[0]),
+            _pool_out(w, kw, self.stride[1], self.padding[1], self.dilation[1]),
         )
 
 
 @dataclass(frozen=True, eq=False)
 class Dense:
-    r"""Fully connected layer, :math:`z = W a + b`; ``weight`` has shape (N_out, N_in)."""
+    r"""Fully connected layer, :math:`z = W a + b`; ``weight`` has shape (N_out, N_in).
+
+    ``inputs``, ``spiking`` and ``clip`` as for :class:`Conv2d`.
+    """
 
     name: str
     weight: np.ndarray
     bias: np.ndarray
     threshold: Union[float, np.ndarray] = 1.0
+    inputs: tuple[str, ...] = ()
+    spiking: bool = True
+    clip: Optional[float] = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", _names(self.inputs, "inputs"))
+        object.__setattr__(self, "spiking", bool(self.spiking))
+        _check_clip(self)
         if self.weight.ndim != 2:
             raise ValueError(f"layer {self.name!r}: dense weight must be 2-D, got {self.weight.shape}")
         if self.bias.shape != (self.weight.shape[0],):
@@ -183,6 +246,7 @@ class AvgPool2d:
     stride: tuple[int, int] = (2, 2)
     scale: float = 1.0
     threshold: Union[float, np.ndarray] = 1.0
+    inputs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_pool(self)
@@ -200,8 +264,10 @@ class MaxPool2d:
 
     In a spiking network this is the gated max-pool of Rueckauer et al. (2017, §2.2.6):
     each pooling unit passes the spikes of the input neuron with the highest
-    running firing rate. Engines that cannot do this raise an error that says to
-    use average pooling.
+    running firing rate. The pool unit is a *relay*, whatever the graph's neuron model:
+    a passed spike sets its state to 1, it fires when the state exceeds 0.5 and resets
+    to 0 (no bias, no leak), so it repeats its winner's spikes one for one, one step
+    later. ``threshold`` is kept for the ANN forward (it is 1 after conversion).
     """
 
     name: str
@@ -209,6 +275,7 @@ class MaxPool2d:
     kernel_size: tuple[int, int] = (2, 2)
     stride: tuple[int, int] = (2, 2)
     threshold: Union[float, np.ndarray] = 1.0
+    inputs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_pool(self)
@@ -224,31 +291,109 @@ class Flatten:
 
     name: str
     input_shape: Shape
+    inputs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
+        object.__setattr__(self, "inputs", _names(self.inputs, "inputs"))
 
     @property
     def output_shape(self) -> Shape:
         return (int(np.prod(self.input_shape)),)
 
 
-Layer = Union[Conv2d, Dense, AvgPool2d, MaxPool2d, Flatten]
-SPIKING_LAYERS = (Conv2d, Dense, AvgPool2d, MaxPool2d)
+@dataclass(frozen=True, eq=False)
+class Concat:
+    r"""Channel concatenation of several inputs (torch ``cat(dim=1)``). No neurons.
+
+    For (C_k, H, W) inputs the output is :math:`(\sum_k C_k, H, W)`; for 1-D inputs the
+    vectors are joined. In flat (C, H, W) order the output is the inputs' flat vectors one
+    after the other, so a layer reading a Concat reads segment :math:`k` from input
+    :math:`k`.
+    """
+
+    name: str
+    input_shapes: tuple[Shape, ...]
+    inputs: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_shapes", tuple(tuple(int(v) for v in s) for s in self.input_shapes))
+        object.__setattr__(self, "inputs", _names(self.inputs, "inputs"))
+        if len(self.inputs) < 1 or len(self.inputs) != len(self.input_shapes):
+            raise ValueError(f"layer {self.name!r}: Concat needs one input shape per input, got "
+                             f"{len(self.input_shapes)} shapes for inputs {self.inputs}")
+        rests = {s[1:] for s in self.input_shapes}
+        if len(rests) != 1 or len({len(s) for s in self.input_shapes}) != 1:
+            raise ValueError(f"layer {self.name!r}: Concat inputs must agree in all but the channel dimension, "
+                             f"got {self.input_shapes}")
+
+    @property
+    def input_shape(self) -> Shape:
+        return self.output_shape
+
+    @property
+    def output_shape(self) -> Shape:
+        return (sum(s[0] for s in self.input_shapes), *self.input_shapes[0][1:])
+
+
+@dataclass(frozen=True, eq=False)
+class Add:
+    r"""A spiking layer fed by the sum of several branches (residual addition).
+
+    .. math:: z = \sum_k z^{(k)}, \qquad a = \min(\max(z / \theta, 0), c / \theta)
+
+    where :math:`z^{(k)}` is the pre-activation of branch layer ``inputs[k]`` (a
+    ``Conv2d``/``Dense`` with ``spiking=False``, bias included; an identity skip is a
+    depthwise 1×1 conv with weight 1). In a spiking network the branches' synapses all
+    end on this layer's neurons; its bias is the sum of the branch biases.
+    """
+
+    name: str
+    shape: Shape
+    inputs: tuple[str, ...]
+    threshold: Union[float, np.ndarray] = 1.0
+    clip: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(int(v) for v in self.shape))
+        object.__setattr__(self, "inputs", _names(self.inputs, "inputs"))
+        _check_clip(self)
+        if not self.inputs:
+            raise ValueError(f"layer {self.name!r}: Add needs at least one branch")
+        _check_threshold(self.threshold, self.shape, self.name)
+
+    @property
+    def input_shape(self) -> Shape:
+        return self.shape
+
+    @property
+    def output_shape(self) -> Shape:
+        return self.shape
+
+
+Layer = Union[Conv2d, Dense, AvgPool2d, MaxPool2d, Flatten, Concat, Add]
+SPIKING_LAYERS = (Conv2d, Dense, AvgPool2d, MaxPool2d, Add)
+VIEWS = (Flatten, Concat)
 
 
 def is_spiking(layer: Layer) -> bool:
-    """True for layers that own neurons (everything but Flatten)."""
-    return isinstance(layer, SPIKING_LAYERS)
+    """True for layers that own neurons (not views, not branch layers)."""
+    return isinstance(layer, SPIKING_LAYERS) and getattr(layer, "spiking", True)
+
+
+def is_branch(layer: Layer) -> bool:
+    """True for a weighted layer without neurons that feeds an :class:`Add`."""
+    return isinstance(layer, (Conv2d, Dense)) and not layer.spiking
 
 
 @dataclass(frozen=True, eq=False)
 class Graph:
-    """A feed-forward network: an :class:`Input` then layers in order.
+    """A feed-forward network: an :class:`Input` then layers in topological order.
 
-    ``neuron`` and ``synapse`` are the default models (``bioconv.neurons`` /
-    ``bioconv.synapses`` objects, or None for an unconverted ANN graph);
-    ``layer_neurons`` overrides the neuron model per layer name. ``meta`` holds
+    Each layer reads the layers named in its ``inputs`` (default: the previous layer);
+    the last layer is the output. ``neuron`` and ``synapse`` are the default models
+    (``bioconv.neurons`` / ``bioconv.synapses`` objects, or None for an unconverted ANN
+    graph); ``layer_neurons`` overrides the neuron model per layer name. ``meta`` holds
     JSON-serializable normalization metadata (method, λ per layer, gains, achieved
     rates, calibration set, ...).
     """
@@ -267,16 +412,50 @@ class Graph:
         names = [layer.name for layer in self.layers]
         if len(set(names)) != len(names) or self.input.name in names:
             raise ValueError(f"layer names must be unique, got {names}")
-        shape = tuple(self.input.shape)
+        shapes = {self.input.name: tuple(self.input.shape)}
+        kinds: dict[str, Layer] = {}
+        consumers: dict[str, list[str]] = {}
+        prev = self.input.name
         for layer in self.layers:
-            if tuple(layer.input_shape) != shape:
-                raise ValueError(
-                    f"shape mismatch at layer {layer.name!r}: it expects input {tuple(layer.input_shape)} "
-                    f"but the previous layer gives {shape}"
-                )
-            shape = tuple(layer.output_shape)
+            sources = tuple(layer.inputs) or (prev,)
+            for src in sources:
+                if src not in shapes:
+                    raise ValueError(f"layer {layer.name!r} reads {src!r}, which is not an earlier layer or the input "
+                                     "(layers must be in topological order)")
+                consumers.setdefault(src, []).append(layer.name)
+                if src in kinds and is_branch(kinds[src]) and not isinstance(layer, Add):
+                    raise ValueError(f"branch layer {src!r} (spiking=False) can only feed an Add, not {layer.name!r}")
+            if isinstance(layer, Add):
+                for src in sources:
+                    if src not in kinds or not is_branch(kinds[src]):
+                        raise ValueError(f"Add {layer.name!r}: input {src!r} must be a branch layer "
+                                         "(Conv2d/Dense with spiking=False)")
+                    if shapes[src] != tuple(layer.shape):
+                        raise ValueError(f"shape mismatch at Add {layer.name!r}: branch {src!r} gives {shapes[src]}, "
+                                         f"the Add has shape {tuple(layer.shape)}")
+            elif isinstance(layer, Concat):
+                got = tuple(shapes[s] for s in sources)
+                if got != tuple(layer.input_shapes):
+                    raise ValueError(f"shape mismatch at layer {layer.name!r}: inputs give {got}, "
+                                     f"it expects {tuple(layer.input_shapes)}")
+            else:
+                if len(sources) != 1:
+                    raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) takes one input, got {sources}")
+                if tuple(layer.input_shape) != shapes[sources[0]]:
+                    raise ValueError(
+                        f"shape mismatch at layer {layer.name!r}: it expects input {tuple(layer.input_shape)} "
+                        f"but {sources[0]!r} gives {shapes[sources[0]]}"
+                    )
+            shapes[layer.name] = tuple(layer.output_shape)
+            kinds[layer.name] = layer
+            prev = layer.name
+        for layer in self.layers:
+            if is_branch(layer) and len(consumers.get(layer.name, [])) != 1:
+                raise ValueError(f"branch layer {layer.name!r} must feed exactly one Add, "
+                                 f"feeds {consumers.get(layer.name, [])}")
         if not is_spiking(self.layers[-1]):
-            raise ValueError("the last layer must be a spiking layer (Conv2d/Dense/pool), not Flatten")
+            raise ValueError(f"the last layer must be a spiking layer (Conv2d/Dense/Add/pool), not {type(self.layers[-1]).__name__} "
+                             "(a view or a branch)")
         unknown = set(self.layer_neurons) - set(names)
         if unknown:
             raise ValueError(f"layer_neurons names unknown layers {sorted(unknown)}; layers are {names}")
@@ -288,6 +467,25 @@ class Graph:
     @property
     def output_shape(self) -> Shape:
         return tuple(self.layers[-1].output_shape)
+
+    @property
+    def is_sequential(self) -> bool:
+        """True when every layer reads only the layer before it (no Add, no Concat)."""
+        prev = self.input.name
+        for layer in self.layers:
+            if tuple(layer.inputs) not in ((), (prev,)) or isinstance(layer, (Add, Concat)) or is_branch(layer):
+                return False
+            prev = layer.name
+        return True
+
+    def sources(self, name: str) -> tuple[str, ...]:
+        """Names of the layers (or the input) that layer ``name`` reads."""
+        prev = self.input.name
+        for layer in self.layers:
+            if layer.name == name:
+                return tuple(layer.inputs) or (prev,)
+            prev = layer.name
+        raise KeyError(f"no layer {name!r}; layers are {[l.name for l in self.layers]}")
 
     def layer(self, name: str) -> Layer:
         for layer in self.layers:
@@ -318,10 +516,11 @@ class Graph:
     def forward(self, x: np.ndarray, upto: str | None = None, relu_last: bool = False) -> dict[str, np.ndarray]:
         """The ANN forward pass in numpy (float64): activations of every layer.
 
-        ``x`` has shape (N, *input.shape). Hidden spiking layers apply ReLU; the last
-        layer is linear unless ``relu_last``. Pools and thresholds are as in the
-        spiking network (threshold divides the pre-activation: a layer with
-        threshold θ encodes ``z / θ``). Returns a dict from layer name to activations.
+        ``x`` has shape (N, *input.shape). Hidden spiking layers apply ReLU (and their
+        ``clip``); the last layer is linear unless ``relu_last``. Pools and thresholds are
+        as in the spiking network (threshold divides the pre-activation: a layer with
+        threshold θ encodes ``z / θ``). Branch layers give their pre-activation, views
+        their reshaped input. Returns a dict from layer name to activations.
         """
         from bioconv.forward import layer_forward  # local: avoids an import cycle
 
@@ -329,9 +528,12 @@ class Graph:
         a = np.asarray(x, dtype=np.float64)
         if a.shape[1:] != tuple(self.input.shape):
             raise ValueError(f"input batch shape {a.shape[1:]} != graph input {self.input.shape}")
+        values = {self.input.name: a}
         last = self.layers[-1].name
+        prev = self.input.name
         for layer in self.layers:
-            a = layer_forward(layer, a)
+            srcs = [values[s] for s in (tuple(layer.inputs) or (prev,))]
+            a = layer_forward(layer, srcs[0] if len(srcs) == 1 and not isinstance(layer, (Add, Concat)) else srcs)
             if is_spiking(layer):
                 th = np.asarray(layer.threshold, dtype=np.float64)
                 if th.ndim == 1 and a.ndim == 4:
@@ -339,7 +541,10 @@ class Graph:
                 a = a / th
                 if layer.name != last or relu_last:
                     a = np.maximum(a, 0.0)
-            out[layer.name] = a
+                    if getattr(layer, "clip", None) is not None:
+                        a = np.minimum(a, layer.clip / th)
+            values[layer.name] = out[layer.name] = a
+            prev = layer.name
             if layer.name == upto:
                 break
         return out

@@ -187,24 +187,40 @@ def file_sha256(path: str | os.PathLike) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-def source_ann(ckpt: str | os.PathLike, pools: str = "fold") -> tuple[ir.Graph, dict[str, Any]]:
-    """(source ANN graph, checkpoint metadata): from_torch (BN folded) + pool handling."""
+def source_ann(ckpt: str | os.PathLike, pools: str = "fold", model: Optional[str] = None,
+               dataset: Optional[str] = None, data_dir: Optional[str] = None) -> tuple[ir.Graph, dict[str, Any]]:
+    """(source ANN graph, checkpoint metadata): from_torch (BN folded) + pool handling.
+
+    ``ckpt`` is a ``bioconv train`` checkpoint, or with ``model="MODULE:FACTORY"`` the state_dict
+    of a user's own model (:func:`bioconv.user_model.load_user_model`; needs ``dataset``).
+    The import checks the model on inputs in the data's range (:func:`bioconv.from_torch.data_range`).
+    """
     from bioconv.ann import load_checkpoint
-    from bioconv.from_torch import from_torch
+    from bioconv.from_torch import data_range, from_torch
     from bioconv.pool_folding import prepare_pools
 
     ckpt = Path(ckpt)
     if not ckpt.exists():
         raise FileNotFoundError(f"no checkpoint at {ckpt}; train one with `bioconv train`")
-    model, meta = load_checkpoint(ckpt)
-    graph = from_torch(model, tuple(meta["input_shape"]),
-                       meta={"checkpoint": str(ckpt), "arch": meta.get("arch"), "dataset": meta.get("dataset")})
+    if model is not None:
+        from bioconv.user_model import load_user_model
+
+        if not dataset:
+            raise ValueError("a user model (MODULE:FACTORY) needs its dataset (mnist, cifar10 or digits)")
+        net, meta = load_user_model(model, ckpt, dataset, data_dir)
+    else:
+        net, meta = load_checkpoint(ckpt)
+    graph = from_torch(net, tuple(meta["input_shape"]),
+                       meta={"checkpoint": str(ckpt), "arch": meta.get("arch"), "dataset": meta.get("dataset")},
+                       input_range=data_range(meta.get("preprocessing", {})))
     return prepare_pools(graph, pools), meta
 
 
 def conversion(spec: ConversionSpec, ckpt: str | os.PathLike, data_dir: Optional[str] = None,
-               progress: bool = False) -> Conversion:
-    """Convert the checkpoint ``ckpt`` as ``spec`` says; see the module docstring for the steps."""
+               progress: bool = False, model: Optional[str] = None, dataset: Optional[str] = None) -> Conversion:
+    """Convert the checkpoint ``ckpt`` as ``spec`` says; see the module docstring for the steps.
+
+    ``model``/``dataset``: a user's own model (``MODULE:FACTORY``) whose state_dict is ``ckpt``."""
     from bioconv.data import load_dataset, subset
     from bioconv.normalize import activation_stats
     from bioconv.normalize.probes import make_probe
@@ -214,7 +230,7 @@ def conversion(spec: ConversionSpec, ckpt: str | os.PathLike, data_dir: Optional
     m = method(spec.method)
     options = method_options(spec)
     target, inp = rates(spec)
-    ann, meta = source_ann(ckpt, spec.pools)
+    ann, meta = source_ann(ckpt, spec.pools, model=model, dataset=dataset, data_dir=data_dir)
     calib = subset(load_dataset(meta["dataset"], "train", data_dir), spec.calib_n, seed=spec.calib_seed)
     percentiles = sorted({99.0, 99.9, 99.99, float(options.get("percentile", 99.9))})
     stats = activation_stats(ann, calib.images, percentiles=percentiles)
@@ -242,9 +258,9 @@ def conversion(spec: ConversionSpec, ckpt: str | os.PathLike, data_dir: Optional
 
 
 def convert(spec: ConversionSpec, ckpt: str | os.PathLike, data_dir: Optional[str] = None,
-            progress: bool = False) -> ir.Graph:
+            progress: bool = False, model: Optional[str] = None, dataset: Optional[str] = None) -> ir.Graph:
     """The converted (normalized) spiking Graph of ``ckpt`` under ``spec``."""
-    return conversion(spec, ckpt, data_dir, progress).snn
+    return conversion(spec, ckpt, data_dir, progress, model, dataset).snn
 
 
 # ----------------------------------------------------------------------------- files

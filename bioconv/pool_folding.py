@@ -53,10 +53,13 @@ def _fold_axis(weight: np.ndarray, axis: int, kernel: int, stride: int) -> np.nd
 def _fold_into_conv(pool: ir.AvgPool2d, conv: ir.Conv2d) -> ir.Conv2d:
     (kh, kw), (sh, sw) = pool.kernel_size, pool.stride
     weight = _fold_axis(_fold_axis(np.asarray(conv.weight, np.float64), 2, kh, sh), 3, kw, sw) * pool.scale
+    if tuple(conv.dilation) != (1, 1) or conv.padding_mode != "zeros":
+        raise ValueError(f"cannot fold pool {pool.name!r} into {conv.name!r}: a dilated or non-zero-padded conv "
+                         "does not fold; use spiking pools (pools='spiking', `--pools spiking`)")
     folded = ir.Conv2d(
         conv.name, pool.input_shape, weight, np.asarray(conv.bias, np.float64),
         stride=(sh * conv.stride[0], sw * conv.stride[1]), padding=(sh * conv.padding[0], sw * conv.padding[1]),
-        threshold=conv.threshold,
+        threshold=conv.threshold, groups=conv.groups, inputs=pool.inputs, spiking=conv.spiking, clip=conv.clip,
     )
     _, hy, wy = pool.output_shape
     _, hx, wx = pool.input_shape
@@ -78,7 +81,8 @@ def _fold_into_dense(pool: ir.AvgPool2d, dense: ir.Dense) -> ir.Dense:
 
     p_matrix = layer_forward(pool, eye).reshape(n_in, -1)  # (n_in, n_pool): row i = P applied to e_i
     weight = np.asarray(dense.weight, np.float64) @ p_matrix.T
-    return ir.Dense(dense.name, weight, np.asarray(dense.bias, np.float64), threshold=dense.threshold)
+    return ir.Dense(dense.name, weight, np.asarray(dense.bias, np.float64), threshold=dense.threshold,
+                    inputs=dense.inputs, spiking=dense.spiking, clip=dense.clip)
 
 
 def fold_avg_pools(graph: ir.Graph) -> ir.Graph:
@@ -88,7 +92,11 @@ def fold_avg_pools(graph: ir.Graph) -> ir.Graph:
     normalize. A pool must feed a Conv2d, or a Dense through a Flatten; otherwise (the
     last layer, a pool before another pool) ``ValueError`` says which pool cannot be folded.
     The ANN function is unchanged (``graph.forward`` of the output agrees to float rounding).
+    In a graph with Add/Concat layers (:func:`_fold_dag`) a pool folds when it is read by
+    exactly one Conv2d (or Flatten + Dense); other pools stay spiking (logged).
     """
+    if not graph.is_sequential:
+        return _fold_dag(graph)
     layers = list(graph.layers)
     out: list[ir.Layer] = []
     folded_names: list[str] = []
@@ -122,6 +130,71 @@ def fold_avg_pools(graph: ir.Graph) -> ir.Graph:
     meta = {**graph.meta, "folded_pools": [*graph.meta.get("folded_pools", []), *folded_names]}
     return replace(graph, layers=tuple(out), meta=meta,
                    layer_neurons={k: v for k, v in graph.layer_neurons.items() if k not in folded_names})
+
+
+def _fold_dag(graph: ir.Graph) -> ir.Graph:
+    """:func:`fold_avg_pools` for graphs with several inputs per layer: each foldable pool is
+    replaced by its consumer reading the pool's source (explicit ``inputs``)."""
+    layers = list(graph.layers)
+    readers: dict[str, list[int]] = {}
+    for k, layer in enumerate(layers):
+        for src in graph.sources(layer.name):
+            readers.setdefault(src, []).append(k)
+    replace_at: dict[int, ir.Layer] = {}
+    drop: set[int] = set()
+    folded, kept = [], []
+    for k, pool in enumerate(layers):
+        if not isinstance(pool, ir.AvgPool2d):
+            continue
+        if np.any(np.asarray(pool.threshold) != 1.0):
+            raise ValueError(f"pool {pool.name!r} has thresholds != 1: fold pools before normalization")
+        src = graph.sources(pool.name)[0]
+        pool = replace(pool, inputs=(src,))
+        users = readers.get(pool.name, [])
+        try:
+            if len(users) != 1:
+                raise ValueError("read by several layers")
+            nxt = layers[users[0]]
+            if isinstance(nxt, ir.Conv2d):
+                replace_at[users[0]] = _fold_into_conv(pool, nxt)
+            elif isinstance(nxt, ir.Flatten) and len(readers.get(nxt.name, [])) == 1 \
+                    and isinstance(layers[readers[nxt.name][0]], ir.Dense):
+                dense_at = readers[nxt.name][0]
+                flat = ir.Flatten(nxt.name, pool.input_shape, inputs=(src,))
+                dense = _fold_into_dense(pool, layers[dense_at])
+                replace_at[users[0]], replace_at[dense_at] = flat, replace(dense, inputs=(nxt.name,))
+            else:
+                raise ValueError(f"it feeds {type(nxt).__name__} {nxt.name!r}")
+        except ValueError as exc:
+            kept.append(f"{pool.name} ({exc})")
+            continue
+        drop.add(k)
+        folded.append(pool.name)
+    if kept:
+        log.info("average pools kept spiking: %s", kept)
+    if not folded:
+        return graph
+    out = [replace_at.get(k, layer) for k, layer in enumerate(layers) if k not in drop]
+    out = _explicit_inputs(graph, out)
+    log.info("folded average pools %s into the following layers", folded)
+    meta = {**graph.meta, "folded_pools": [*graph.meta.get("folded_pools", []), *folded]}
+    return replace(graph, layers=tuple(out), meta=meta,
+                   layer_neurons={k: v for k, v in graph.layer_neurons.items() if k not in folded})
+
+
+def _explicit_inputs(graph: ir.Graph, layers: list[ir.Layer]) -> list[ir.Layer]:
+    """Give every layer that relied on "the previous layer" its explicit source (the order changed)."""
+    out = []
+    for layer in layers:
+        if not layer.inputs and layer.name in {l.name for l in graph.layers}:
+            try:
+                src = graph.sources(layer.name)
+            except KeyError:  # pragma: no cover - every kept layer is in the graph
+                src = ()
+            if src and not (len(out) == 0 and src[0] == graph.input.name):
+                layer = replace(layer, inputs=src)
+        out.append(layer)
+    return out
 
 
 POOL_MODES = ("fold", "spiking")

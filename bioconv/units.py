@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from brian2 import Hz, Quantity, kHz, ms, second, us
@@ -12,15 +13,17 @@ _DIMENSION = {"time": ("s", "ms", "us"), "rate": ("hz", "khz")}
 
 def parse_quantity(text: str, kind: str) -> Quantity:
     """``parse_quantity("100ms", "time") -> 100*ms``; raises ValueError naming the fix."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]+)\s*", str(text))
+    match = re.fullmatch(r"\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]+)\s*", str(text))
     allowed = _DIMENSION[kind]
+    example = "'100ms' or '0.1ms'" if kind == "time" else "'200Hz'"
     if not match or match.group(2).lower() not in allowed:
-        raise ValueError(
-            f"{text!r} is not a {kind} with a unit; write e.g. "
-            + ("'100ms' or '0.1ms'" if kind == "time" else "'200Hz'")
-            + f" (units: {', '.join(allowed)})"
-        )
-    return float(match.group(1)) * _UNITS[match.group(2).lower()]
+        raise ValueError(f"{text!r} is not a {kind} with a unit; write e.g. {example} (units: {', '.join(allowed)})")
+    value = float(match.group(1))
+    if not math.isfinite(value) or (value > 0 and not math.isfinite(value * float(_UNITS[match.group(2).lower()]))):
+        raise ValueError(f"{kind} {text!r} is too large (not a finite number); write e.g. {example}")
+    if value <= 0:
+        raise ValueError(f"{kind} {text!r} must be > 0 {match.group(2)}; write e.g. {example}")
+    return value * _UNITS[match.group(2).lower()]
 
 
 def parse_time(text: str) -> Quantity:

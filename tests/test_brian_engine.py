@@ -148,16 +148,6 @@ def test_signed_input_uses_negative_weights():
     assert pos.counts["conv1"].sum() > 0
 
 
-def test_maxpool_is_a_clear_error(images):
-    x, y = images
-    g = tiny_graph()
-    layers = list(g.layers)
-    layers[1] = ir.MaxPool2d("pool1", (3, 6, 6))
-    g = ir.Graph(g.input, tuple(layers), g.neuron, g.synapse)
-    with pytest.raises(ValueError, match="average pooling"):
-        engine.simulate(g, x, y, CFG)
-
-
 def test_memory_preflight_refuses_huge_network():
     big = ir.Conv2d("big", (64, 300, 300), np.zeros((64, 64, 3, 3)), np.zeros(64), padding=(1, 1))
     graph = ir.Graph(ir.Input((64, 300, 300)), (big,), IF(), Delta())

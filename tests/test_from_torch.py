@@ -140,7 +140,6 @@ def _conv_head(*middle, c=2):
     (_conv_head(nn.LeakyReLU(), nn.Flatten(), nn.Linear(32, 2)), (1, 4, 4), "LeakyReLU nonlinearity"),
     (_conv_head(nn.ReLU(), nn.Upsample(scale_factor=2), nn.Flatten(), nn.Linear(128, 2)), (1, 4, 4),
      r"unsupported layer '2' of type Upsample; supported: .*AvgPool2d.*Conv2d"),
-    (Custom(), (1, 6, 6), "needs an nn.Sequential.*Custom.*own forward"),
     (SeqWithForward(nn.Linear(3, 2)), (3,), "SeqWithForward"),
     (nn.Sequential(nn.Linear(3, 3), nn.Sequential(Custom())), (3,), "Custom"),
     (_conv_head(nn.AvgPool2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2)), (1, 4, 4), "without a ReLU"),
@@ -153,8 +152,6 @@ def _conv_head(*middle, c=2):
      (1, 4, 4), "no running statistics"),
     (_conv_head(nn.ReLU(), nn.Linear(32, 2)), (1, 4, 4), "add nn.Flatten"),
     (_conv_head(nn.ReLU(), nn.Flatten(), nn.Linear(31, 2)), (1, 4, 4), "expects 31 inputs but gets 32"),
-    (nn.Sequential(nn.Conv2d(2, 2, 3, groups=2), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2)), (2, 4, 4), "groups=1"),
-    (nn.Sequential(nn.Conv2d(1, 2, 3, dilation=2), nn.ReLU(), nn.Flatten(), nn.Linear(2, 2)), (1, 5, 5), "dilation"),
     (_conv_head(nn.ReLU(), nn.AvgPool2d(2, padding=1), nn.Flatten(), nn.Linear(18, 2)), (1, 4, 4), "padding=0"),
     (_conv_head(nn.ReLU(), nn.MaxPool2d(3, ceil_mode=True), nn.Flatten(), nn.Linear(8, 2)), (1, 4, 4), "ceil_mode"),
     (_conv_head(nn.ReLU(), nn.Softmax(dim=1), nn.Flatten(), nn.Linear(32, 2)), (1, 4, 4), "only supported as the last"),
@@ -172,6 +169,17 @@ def _conv_head(*middle, c=2):
 def test_refusals(model, shape, match):
     with pytest.raises(ValueError, match=match):
         from_torch(model, shape)
+
+
+@pytest.mark.parametrize("model, shape", [
+    (Custom(), (1, 6, 6)),
+    (nn.Sequential(nn.Conv2d(2, 2, 3, groups=2), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2)), (2, 4, 4)),
+    (nn.Sequential(nn.Conv2d(1, 2, 3, dilation=2), nn.ReLU(), nn.Flatten(), nn.Linear(2, 2)), (1, 5, 5)),
+])
+def test_formerly_refused_models_convert(model, shape):
+    """A custom forward (traced with torch.fx), grouped and dilated convolutions now convert exactly."""
+    graph = from_torch(model, shape)
+    assert check(model, graph) < 1e-10
 
 
 def test_not_a_module():

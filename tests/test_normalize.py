@@ -260,7 +260,7 @@ def test_spike_norm_sets_max_input_to_threshold(data):
     [
         (["--norm", "foo"], "unknown normalization method 'foo'"),
         (["--target-rate", "0Hz"], "must be > 0 Hz"),
-        (["--target-rate=-5Hz"], "not a rate with a unit"),
+        (["--target-rate=-5Hz"], "must be > 0 Hz"),
         (["--target-rate", "2000Hz"], "above 1/dt"),
         (["--input-rate", "600Hz", "--dt", "2ms"], "above 1/dt"),
         (["--calib", "0"], "--calib must be >= 1"),

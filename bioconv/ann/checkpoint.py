@@ -80,11 +80,31 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> tuple
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError(f"{path} is not a bioconv ANN checkpoint (expected format {FORMAT!r}); "
                          "create one with `bioconv train`")
-    if doc.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{path} has checkpoint version {doc.get('version')}, this bioconv reads "
+    version = doc.get("version")
+    if type(version) is not int:
+        raise ValueError(f"{path} stores its checkpoint version as {type(version).__name__} {version!r}, not an "
+                         "integer; the file is corrupt, retrain with `bioconv train`")
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{path} has checkpoint version {version}, this bioconv reads "
                          f"version {FORMAT_VERSION}; retrain with `bioconv train`")
+    if not isinstance(doc.get("meta"), dict) or not isinstance(doc.get("state_dict"), dict):
+        raise ValueError(f"{path}: 'meta' and 'state_dict' must be dicts; the file is corrupt, retrain with "
+                         "`bioconv train`")
     meta = dict(doc["meta"])
-    model = build_model(meta["spec"], tuple(meta["input_shape"]), int(meta["n_classes"]))
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise ValueError(f"{path}: checkpoint metadata lacks {missing} (it needs {list(REQUIRED_META)}); the file "
+                         "was not written by `bioconv train`, retrain with it")
+    bad = [k for k, v in doc["state_dict"].items()
+           if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"{path}: weights {bad} contain NaN or Inf (training diverged?); retrain, e.g. with a "
+                         "lower --lr")
+    try:
+        model = build_model(meta["spec"], tuple(meta["input_shape"]), int(meta["n_classes"]))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: checkpoint metadata does not describe a model ({exc}); retrain with "
+                         "`bioconv train`") from exc
     try:
         model.load_state_dict(doc["state_dict"])
     except RuntimeError as exc:

@@ -31,7 +31,14 @@ from bioconv.units import parse_rate, parse_time
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from bioconv.pipeline import METHODS
 
-    parser.add_argument("ckpt", help="trained ANN checkpoint (.pt, from `bioconv train`)")
+    parser.add_argument("ckpt", help="trained ANN checkpoint (.pt, from `bioconv train`), or with --model the "
+                        "state_dict file of your own model")
+    parser.add_argument("--model", metavar="MODULE:FACTORY",
+                        help="your own PyTorch model: FACTORY() in MODULE (an importable module or a .py file) "
+                             "returns the nn.Module, CKPT is its state_dict (torch.save(model.state_dict(), path)); "
+                             "needs --dataset")
+    parser.add_argument("--dataset", choices=("mnist", "cifar10", "digits"),
+                        help="dataset of a --model (checkpoints of `bioconv train` record theirs)")
     parser.add_argument("--norm", default="mcr", help=f"normalization method: {', '.join(METHODS)} (default mcr)")
     parser.add_argument("--neuron", default="if", choices=("if", "lif", "srm"), help="neuron model (default if)")
     parser.add_argument("--reset", default="zero", choices=("zero", "subtract"), help="IF/LIF reset (default zero)")
@@ -126,6 +133,14 @@ def spec_from_args(args: argparse.Namespace):
     return spec
 
 
+def _check_out(args: argparse.Namespace) -> None:
+    """Fail on an unusable --out before the slow scan."""
+    from bioconv.outpaths import check_output_path
+
+    if args.out:
+        check_output_path(args.out, "--out")
+
+
 def _table(graph) -> str:
     norm = graph.meta["normalization"]
     achieved = norm.get("achieved_max_rate_hz") or {}
@@ -144,13 +159,16 @@ def run(args: argparse.Namespace) -> int:
     from bioconv.pipeline import conversion, method, rates, save_conversion
 
     spec = spec_from_args(args)
+    _check_out(args)
+    if args.model and not args.dataset:
+        raise ValueError("--model needs --dataset (mnist, cifar10 or digits): the calibration data and input shape")
     ckpt = Path(args.ckpt)
     if not ckpt.exists():
         raise FileNotFoundError(f"no checkpoint at {ckpt}; train one with `bioconv train`")
     if method(spec.method).uses_probe:
         print(f"scanning with the {spec.calib_engine} engine on {min(spec.calib_sim, spec.calib_n)} calibration "
               f"images ({spec.duration} each)")
-    result = conversion(spec, ckpt, args.data_dir, progress=True)
+    result = conversion(spec, ckpt, args.data_dir, progress=True, model=args.model, dataset=args.dataset)
     target, inp = rates(spec)
     arch = result.snn.meta.get("arch") or "net"
     path = Path(args.out or f"runs/snn/{arch}-{spec.method}{float(target / Hz):g}.bcv")

@@ -24,7 +24,11 @@ def run(args: argparse.Namespace) -> int:
     from bioconv.ann import evaluate, load_checkpoint
     from bioconv.data import load_dataset, subset
 
-    model, meta = load_checkpoint(args.ckpt)
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1 image, got {args.batch_size}")
+    if args.max_images is not None and args.max_images < 1:
+        raise ValueError(f"--max-images must be >= 1, got {args.max_images}")
+    model, meta = load_checkpoint(args.ckpt)  # refuses NaN/Inf weights
     ds = subset(load_dataset(meta["dataset"], args.split, args.data_dir), args.max_images)
     if ds.input_shape != tuple(meta["input_shape"]):
         raise ValueError(f"dataset input {ds.input_shape} != checkpoint input {tuple(meta['input_shape'])}")

@@ -49,8 +49,19 @@ def run(args: argparse.Namespace) -> int:
     from bioconv.simulation import SimConfig, write_table_atomic
     from bioconv.units import parse_time
 
+    from bioconv.outpaths import check_output_path
+
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1 image, got {args.batch_size}")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if args.out:
+        check_output_path(args.out, "--out", suffixes=(".parquet", ".csv"))
+    dt = parse_time(args.dt)
+    config = SimConfig(duration=parse_time(args.duration), dt=dt, bin=parse_time(args.bin) if args.bin else dt,
+                       coding=args.coding, readout=args.readout, seed=args.seed, record_times=tuple(args.record_times))
     graph = load_graph(args.net)
     dataset = args.dataset or graph.meta.get("dataset") or "mnist"
     ds = subset(load_dataset(dataset, args.split, args.data_dir), args.n)

@@ -46,7 +46,14 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from bioconv.ann import train_and_save
+    from bioconv.outpaths import check_output_path
 
+    check_output_path(args.out, "--out")
+    for option, value in (("--batch-size", args.batch_size), ("--epochs", args.epochs)):
+        if value < 1:
+            raise ValueError(f"{option} must be >= 1, got {value}")
+    if args.max_train is not None and args.max_train < 1:
+        raise ValueError(f"--max-train must be >= 1, got {args.max_train}")
     if args.threads:
         torch.set_num_threads(args.threads)
     _, meta = train_and_save(

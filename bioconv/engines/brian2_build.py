@@ -13,9 +13,15 @@ explicit namespaces, synapses with a scalar delay of 0):
   ``I_bias`` (bias per channel expanded) and ``theta``. A ``run_regularly`` with
   ``dt = T_image, when='start'`` zeroes every state variable at each image start (and, with
   ``coding="current"``, loads layer 1's per-image ``I_bias`` from ``ta_bias``).
-- ``<layer>_syn`` (and ``<layer>_syn_neg`` with weights ``-w``): ``Synapses`` from the
-  previous spiking group (or the input), ``connect(i=..., j=...)`` with the arrays of
+- one ``Synapses`` per projection onto a layer (:func:`bioconv.projections.projections`):
+  ``<layer>_syn`` from the previous spiking group (or the input), or per branch of a
+  residual ``Add`` (``<branch>_syn``, all onto the Add's group, delivered in branch order via
+  ``order``) and per population of a ``Concat`` (``<layer>_syn_<source>``); ``_neg`` copies
+  with weights ``-w`` from ``<input>_neg``; ``connect(i=..., j=...)`` with the arrays of
   :func:`bioconv.connectivity.layer_synapses`, ``on_pre`` from the synapse model.
+- a max-pool layer is a relay group (``v : 1``, threshold ``v > 0.5``, reset ``v = 0``) fed by
+  the gate of :class:`bioconv.connectivity.GatedMaxPool` (``<pool>_syn``, its counts reset
+  per image).
 - monitors: ``<layer>_count_mon`` (cumulative ``spike_count`` every image start),
   ``out_bin_mon`` (output ``spike_count`` every bin), ``out_v_mon`` (voltage readout) and
   ``<layer>_spikes`` (``SpikeMonitor``, only for ``config.record_times``), all recorded at
@@ -39,12 +45,13 @@ from typing import Any, Optional
 import numpy as np
 
 from bioconv import ir
-from bioconv.connectivity import Connectivity, layer_synapses, layer_weights
+from bioconv import projections as pj
+from bioconv.connectivity import Connectivity, GatedMaxPool
 
 log = logging.getLogger(__name__)
 
 #: bump when the generated network changes, so cached standalone builds are rebuilt
-BUILD_VERSION = 3
+BUILD_VERSION = 4
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -63,25 +70,27 @@ class Plan:
     batch: int  # images per run
     signed: bool  # negative input spikes possible
     layers: tuple = field(init=False)
-    pre: dict = field(init=False)  # layer name -> name of the presynaptic group
+    pre: dict = field(init=False)  # layer name -> its projections (bioconv.projections), delivery order
 
     def __post_init__(self) -> None:
         layers = self.graph.spiking_layers
-        pre, prev = {}, _check_name(self.graph.input.name)
+        pre = {}
+        _check_name(self.graph.input.name)
         for layer in layers:
             _check_name(layer.name)
-            if isinstance(layer, ir.MaxPool2d):
-                raise ValueError(
-                    f"layer {layer.name!r}: the Brian2 engine does not implement the gated spiking max-pool; "
-                    "convert the network with average pooling (AvgPool2d) instead"
-                )
             if self.graph.neuron_for(layer.name) is None or self.graph.synapse is None:
                 raise ValueError(
                     "the graph has no neuron/synapse model; convert it first "
                     "(graph.with_models(neuron=IF(), synapse=Delta()) or `bioconv convert`)"
                 )
-            pre[layer.name] = prev
-            prev = layer.name
+            pre[layer.name] = pj.projections(self.graph, layer.name)
+            for p in pre[layer.name]:
+                _check_name(p.name)
+        if self.current:
+            readers = [n for n, ps in pre.items() if any(p.source == self.graph.input.name for p in ps)]
+            if readers != [layers[0].name] or len(pre[layers[0].name]) != 1:
+                raise ValueError(f"coding='current' needs one layer that alone reads the input; here {readers} "
+                                 "read it (use a spike coding)")
         unknown = set(self.config.record_times) - set(pre)
         if unknown:
             raise ValueError(f"record_times names unknown layers {sorted(unknown)}; spiking layers are {list(pre)}")
@@ -124,13 +133,17 @@ class Plan:
 def _layer_structure(layer: ir.Layer, graph: ir.Graph) -> dict:
     from bioconv.neurons import model_to_dict
 
-    out: dict = {"type": type(layer).__name__, "name": layer.name, "in": list(layer.input_shape)}
-    for attr in ("stride", "padding", "kernel_size"):
+    out: dict = {"type": type(layer).__name__, "name": layer.name, "in": list(layer.input_shape),
+                 "inputs": list(layer.inputs)}
+    for attr in ("stride", "padding", "kernel_size", "dilation"):
         if hasattr(layer, attr):
             out[attr] = list(getattr(layer, attr))
+    for attr in ("groups", "padding_mode", "spiking"):
+        if hasattr(layer, attr):
+            out[attr] = getattr(layer, attr)
     if hasattr(layer, "weight"):
         out["weight_shape"] = list(layer.weight.shape)
-    if ir.is_spiking(layer):
+    if ir.is_spiking(layer) and graph.neuron_for(layer.name) is not None:
         out["neuron"] = model_to_dict(graph.neuron_for(layer.name))
     return out
 
@@ -143,8 +156,10 @@ def _per_neuron(value: Any, shape: tuple) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(arr, shape), dtype=np.float64).ravel()
 
 
-def layer_bias(layer: ir.Layer) -> np.ndarray:
-    """Per-neuron bias (flat): bias per channel expanded for Conv2d, 0 for pools."""
+def layer_bias(layer: ir.Layer, graph: Optional[ir.Graph] = None) -> np.ndarray:
+    """Per-neuron bias (flat): bias per channel expanded for Conv2d, the branches' sum for Add, 0 for pools."""
+    if graph is not None:
+        return pj.bias(graph, layer.name)
     shape = tuple(layer.output_shape)
     if isinstance(layer, (ir.Conv2d, ir.Dense)):
         return _per_neuron(layer.bias, shape)
@@ -168,7 +183,7 @@ def input_arrays(plan: Plan, images: np.ndarray, first_index: int, graph: Option
     if plan.current:
         first = graph.layer(plan.layers[0].name)
         tau_s = float(graph.neuron_for(first.name).tau / _second())
-        bias = np.tile(layer_bias(first), (plan.batch, 1))
+        bias = np.tile(layer_bias(first, graph), (plan.batch, 1))
         bias[:n] += tau_s * input_current(rates, signs, first)  # I/τ·τ: current as extra bias
         return {"ta_bias.values": bias}
     if (signs < 0).any() and not plan.signed:
@@ -213,12 +228,15 @@ def parameter_arrays(plan: Plan, graph: Optional[ir.Graph] = None) -> dict[str, 
                 f"layer {layer.name!r} changed structure or neuron model (compiled into the network); "
                 "build a new Simulator for it (only weights, biases, thresholds and pool scales can change)"
             )
-        if not (plan.current and layer is plan.layers[0]):  # current coding: layer 1 gets input as bias
-            w = layer_weights(new)
-            out[f"{layer.name}_syn.w"] = w
-            if plan.signed and layer is plan.layers[0]:
-                out[f"{layer.name}_syn_neg.w"] = -w
-            out[f"{layer.name}.I_bias"] = layer_bias(new)
+        if isinstance(layer, ir.MaxPool2d):  # relay: no weights, no bias
+            pass
+        elif not (plan.current and layer is plan.layers[0]):  # current coding: layer 1 gets input as bias
+            weights = pj.projection_weights(graph, layer.name)
+            for proj in plan.pre[layer.name]:
+                out[f"{proj.name}.w"] = weights[proj.name]
+                if plan.signed and proj.source == graph.input.name:
+                    out[f"{proj.name}_neg.w"] = -weights[proj.name]
+            out[f"{layer.name}.I_bias"] = layer_bias(new, graph)
         out[f"{layer.name}.theta"] = _per_neuron(new.threshold, tuple(new.output_shape))
     return out
 
@@ -267,45 +285,12 @@ def build_network(plan: Plan, values: dict[str, np.ndarray]) -> Built:
     objects[ta.name] = ta
     n_syn, index_s = 0, 0.0
     for layer in plan.layers:
-        neuron = graph.neuron_for(layer.name)
-        n = int(np.prod(layer.output_shape))
-        eqs = neuron.equations() + graph.synapse.post_equations(neuron)
-        eqs = eqs + Equations("spike_count : integer")
-        refractory = neuron.refractory if float(neuron.refractory) > 0 else False
-        group = NeuronGroup(n, eqs, threshold=neuron.threshold, reset=f"{neuron.reset_code}\nspike_count += 1",
-                            refractory=refractory, method=neuron.method, name=layer.name,
-                            namespace={"ta_bias": ta} if plan.current and layer is plan.layers[0] else {})
-        state = list(neuron.state_variables) + [v for v in graph.synapse.state_variables if v in group.variables]
-        # "x = 0*x" keeps the unit of dimensioned states (alpha I_syn, x_syn are in Hz)
-        code = [f"{v} = 0" if group.variables[v].dim.is_dimensionless else f"{v} = 0*{v}" for v in state]
-        if refractory is not False:
-            # end refractoriness first: writes to "(unless refractory)" states are skipped while
-            # not_refractory is False, which would carry v over from the previous image
-            code = ["not_refractory = True", "lastspike = -1e4*second"] + code
-        if plan.current and layer is plan.layers[0]:
-            code.append("I_bias = ta_bias(t, i)")
-        group.run_regularly("\n".join(code), dt=T, when="start", order=0, name=f"{layer.name}_image_reset")
-        for var in ("I_bias", "theta"):
-            key = f"{layer.name}.{var}"
-            if key in values:
-                setattr(group, var, values[key])
-        objects[layer.name] = group
-        start = time.perf_counter()
-        conn = layer_synapses(layer)
-        index_s += time.perf_counter() - start
-        if not isinstance(conn, Connectivity):
-            raise ValueError(f"layer {layer.name!r}: no weighted synapses for the Brian2 engine")
-        pres = [] if plan.current and layer is plan.layers[0] else [(plan.pre[layer.name], "")]  # current: no input synapses
-        if plan.signed and plan.pre[layer.name] == graph.input.name:
-            pres.append((graph.input.name + "_neg", "_neg"))
-        for pre_name, suffix in pres:
-            sname = f"{layer.name}_syn{suffix}"
-            syn = Synapses(objects[pre_name], group, "w : 1", on_pre=graph.synapse.on_pre(neuron),
-                           delay=0 * ms, name=sname)  # scalar delay: no per-synapse delay array
-            syn.connect(i=conn.i, j=conn.j)
-            syn.w = values.get(f"{sname}.w", 0.0)
-            objects[sname] = syn
-            n_syn += len(conn)
+        if isinstance(layer, ir.MaxPool2d):
+            group, n_new = _build_relay_pool(plan, layer, objects, T)
+            n_syn += n_new
+        else:
+            group, n_new, dt_index = _build_population(plan, layer, objects, values, ta, T)
+            n_syn, index_s = n_syn + n_new, index_s + dt_index
         outputs[f"count:{layer.name}"] = (
             StateMonitor(group, "spike_count", record=True, dt=T, when="start", order=-1,
                          name=f"{layer.name}_count_mon"), "spike_count")
@@ -328,3 +313,90 @@ def build_network(plan: Plan, values: dict[str, np.ndarray]) -> Built:
         if not isinstance(obj, TimedArray) and obj not in net.objects:
             net.add(obj)
     return Built(net, objects, outputs, n_syn, index_s)
+
+
+def _build_population(plan: Plan, layer: ir.Layer, objects: dict, values: dict, ta: Any, T: Any):
+    """The NeuronGroup of one spiking population and one ``Synapses`` per projection onto it.
+
+    Returns (group, number of synapses, seconds spent building index arrays).
+    """
+    import time
+
+    from brian2 import Equations, NeuronGroup, Synapses, ms
+
+    graph = plan.graph
+    neuron = graph.neuron_for(layer.name)
+    n = int(np.prod(layer.output_shape))
+    eqs = neuron.equations() + graph.synapse.post_equations(neuron)
+    eqs = eqs + Equations("spike_count : integer")
+    refractory = neuron.refractory if float(neuron.refractory) > 0 else False
+    first_current = plan.current and layer is plan.layers[0]
+    group = NeuronGroup(n, eqs, threshold=neuron.threshold, reset=f"{neuron.reset_code}\nspike_count += 1",
+                        refractory=refractory, method=neuron.method, name=layer.name,
+                        namespace={"ta_bias": ta} if first_current else {})
+    state = list(neuron.state_variables) + [v for v in graph.synapse.state_variables if v in group.variables]
+    # "x = 0*x" keeps the unit of dimensioned states (alpha I_syn, x_syn are in Hz)
+    code = [f"{v} = 0" if group.variables[v].dim.is_dimensionless else f"{v} = 0*{v}" for v in state]
+    if refractory is not False:
+        # end refractoriness first: writes to "(unless refractory)" states are skipped while
+        # not_refractory is False, which would carry v over from the previous image
+        code = ["not_refractory = True", "lastspike = -1e4*second"] + code
+    if first_current:
+        code.append("I_bias = ta_bias(t, i)")
+    group.run_regularly("\n".join(code), dt=T, when="start", order=0, name=f"{layer.name}_image_reset")
+    for var in ("I_bias", "theta"):
+        key = f"{layer.name}.{var}"
+        if key in values:
+            setattr(group, var, values[key])
+    objects[layer.name] = group
+    n_syn, index_s = 0, 0.0
+    if first_current:  # current coding: layer 1 gets its input as bias, no input synapses
+        return group, 0, 0.0
+    for order, proj in enumerate(plan.pre[layer.name]):
+        start = time.perf_counter()
+        conn = proj.synapses
+        index_s += time.perf_counter() - start
+        if not isinstance(conn, Connectivity):
+            raise ValueError(f"layer {layer.name!r}: no weighted synapses for the Brian2 engine")
+        pres = [(proj.source, "")]
+        if plan.signed and proj.source == graph.input.name:
+            pres.append((graph.input.name + "_neg", "_neg"))
+        for pre_name, suffix in pres:
+            sname = f"{proj.name}{suffix}"
+            syn = Synapses(objects[pre_name], group, "w : 1", on_pre=graph.synapse.on_pre(neuron),
+                           delay=0 * ms, name=sname, order=order)  # scalar delay: no per-synapse delay array
+            syn.connect(i=conn.i, j=conn.j)
+            syn.w = values.get(f"{sname}.w", 0.0)
+            objects[sname] = syn
+            n_syn += len(conn)
+    return group, n_syn, index_s
+
+
+def _build_relay_pool(plan: Plan, layer: ir.MaxPool2d, objects: dict, T: Any):
+    """The gated max-pool (Rueckauer et al. 2017) as a relay group plus its gating synapses.
+
+    Pool unit: ``v : 1`` set by passed spikes (``v_post += w`` with the gate's ``w`` of
+    :attr:`bioconv.connectivity.GatedMaxPool.on_pre_gate`), threshold ``v > 0.5``, reset
+    ``v = 0``, no bias, no leak, whatever the graph's neuron model. ``cmax``/``winner`` (post)
+    and ``c`` (synapse) are reset with every image.
+    """
+    from brian2 import NeuronGroup, Synapses, ms
+
+    (proj,) = plan.pre[layer.name]
+    gate = proj.synapses
+    if not isinstance(gate, GatedMaxPool):  # pragma: no cover - projections gives a gate for MaxPool2d
+        raise AssertionError(type(gate))
+    n = int(np.prod(layer.output_shape))
+    post = "\n".join(f"{k} : 1" for k in gate.post_state)
+    group = NeuronGroup(n, f"v : 1\n{post}\ntheta : 1\nI_bias : 1\nspike_count : integer", threshold="v > 0.5",
+                        reset="v = 0\nspike_count += 1", method="exact", name=layer.name)
+    group.run_regularly("\n".join(["v = 0"] + [f"{k} = {v}" for k, v in gate.post_state.items()]),
+                        dt=T, when="start", order=0, name=f"{layer.name}_image_reset")
+    objects[layer.name] = group
+    syn = Synapses(objects[proj.source], group, "\n".join(f"{k} : 1" for k in gate.synapse_state),
+                   on_pre=gate.on_pre_gate + "\nv_post += w", delay=0 * ms, name=proj.name)
+    syn.connect(i=gate.i, j=gate.j)
+    syn.run_regularly("\n".join(f"{k} = {v}" for k, v in gate.synapse_state.items()), dt=T, when="start",
+                      order=0, name=f"{proj.name}_image_reset")
+    objects[proj.name] = syn
+    return group, len(gate)

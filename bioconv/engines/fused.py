@@ -58,6 +58,12 @@ def unsupported(graph: ir.Graph, config: SimConfig) -> Optional[str]:
         return "coding='current' (fused needs input spikes)"
     if config.record_times:
         return "record_times (spike-time recording)"
+    if not graph.is_sequential:
+        return "a graph with several inputs per layer (Add / Concat)"
+    for layer in graph.layers:
+        if isinstance(layer, ir.Conv2d) and (layer.groups != 1 or tuple(layer.dilation) != (1, 1)
+                                             or layer.padding_mode != "zeros"):
+            return f"layer {layer.name!r}: grouped, dilated or non-zero-padded convolution"
     for layer in graph.spiking_layers:
         neuron = graph.neuron_for(layer.name)
         if not isinstance(neuron, (IF, LIF, SRM)):

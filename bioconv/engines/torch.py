@@ -28,17 +28,18 @@ updates; this is exactly the step-by-step result. Three ways to compute the inpu
   to ``"event"`` and the fastest mode on CPUs;
 * ``"auto"`` (default): ``"fused"`` on the CPU when the models allow it, else ``"event"``.
 
-The Brian2 engine does not implement the gated max-pool (it raises ``ValueError``), so
-max-pool networks run only here (checked against the numpy reference
-:meth:`bioconv.connectivity.GatedMaxPool.run`).
+Graphs with several inputs per layer (:class:`~bioconv.ir.Add`, :class:`~bioconv.ir.Concat`)
+run population by population in topological order; a population's input is the sum of its
+projections (:mod:`bioconv.projections`), delivered in that order (Brian2's order too).
 
 ``coding="current"``: no input spikes; layer 1 receives the constant current
 :math:`\sum_i w_{ji}\,\mathrm{sign}(x_i) r_i` (:func:`bioconv.encoding.input_current`),
 added to its bias as :math:`I_\mathrm{bias} + \tau I` (τ the neuron's reference time).
 
 Max pooling is the gated max-pool of :class:`bioconv.connectivity.GatedMaxPool`: each pool
-unit passes (weight 1) a spike of a window member whose spike count equals the window's
-running maximum.
+unit passes a spike of a window member whose spike count equals the window's running
+maximum, and the pool unit is a relay (state 1 per passed spike, fires when > 0.5, reset to
+0; see :class:`bioconv.ir.MaxPool2d`), whatever the neuron model.
 """
 
 from __future__ import annotations
@@ -69,54 +70,77 @@ CHUNK_ELEMENTS = 1 << 23  # max elements of one drive chunk (images × steps × 
 
 
 @dataclass(frozen=True, eq=False)
-class LayerPlan:
-    """One spiking layer compiled for torch: propagator, constants and its synaptic operator.
+class Inbound:
+    """One incoming term of a population: weighted layer ``layer`` reading the populations ``sources``
+    (the segments of its view, in flat order).
 
-    ``targets``/``table`` (event propagation): the outgoing synapses of every presynaptic
+    ``weight`` (dense propagation): the conv/dense weight times the on_pre gain.
+    ``tables`` (event propagation): per segment, the outgoing synapses of every presynaptic
     neuron as a padded table (n_pre, max fan-out) of postsynaptic indices and weights in
     Brian2's synapse order (padding adds 0.0 to neuron 0, which changes nothing).
-    ``weight`` (dense propagation): the conv/dense weight.
-    All weights are multiplied by the on_pre gain.
     """
+
+    layer: Any
+    sources: tuple[str, ...]
+    weight: Optional[torch.Tensor]
+    tables: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+
+    def drive(self, pres: dict[str, torch.Tensor], t0: int, t1: int, dtype: torch.dtype) -> torch.Tensor:
+        """Dense synaptic input (Tc, B, n) of steps [t0, t1) from the presynaptic spikes."""
+        block = torch.cat([pres[s][t0:t1].to(dtype) for s in self.sources], dim=-1)
+        tc, b = block.shape[:2]
+        layer = self.layer
+        x = block.reshape(tc * b, *layer.input_shape)
+        if isinstance(layer, ir.Conv2d):
+            padding = layer.padding
+            if layer.padding_mode != "zeros" and any(padding):
+                py, px = padding
+                x = F.pad(x, (px, px, py, py), mode=_TORCH_PAD[layer.padding_mode])
+                padding = (0, 0)
+            out = F.conv2d(x, self.weight, stride=layer.stride, padding=padding, dilation=layer.dilation,
+                           groups=layer.groups)
+        elif isinstance(layer, ir.Dense):
+            out = F.linear(x, self.weight)
+        else:  # pragma: no cover - pools propagate events, MaxPool2d is gated in _run_layer
+            raise AssertionError(type(layer))
+        return out.reshape(tc, b, -1)
+
+
+_TORCH_PAD = {"reflect": "reflect", "replicate": "replicate", "circular": "circular"}
+
+
+@dataclass(frozen=True, eq=False)
+class LayerPlan:
+    """One spiking population compiled for torch: propagator, constants and its incoming terms."""
 
     layer: Any
     prop: tm.Propagator
     theta: torch.Tensor  # (1, n)
     i_bias: torch.Tensor  # (1, n)
-    weight: Optional[torch.Tensor]
-    targets: Optional[torch.Tensor]
-    table: Optional[torch.Tensor]
+    inbound: tuple[Inbound, ...]
     n: int
 
     @property
     def name(self) -> str:
         return self.layer.name
 
-    def drive(self, spikes: torch.Tensor) -> torch.Tensor:
-        """Dense synaptic input (Tc, B, n) from presynaptic spikes (Tc, B, n_pre) in the compute dtype."""
-        tc, b = spikes.shape[:2]
-        x = spikes.reshape(tc * b, *self.layer.input_shape)
-        layer = self.layer
-        if isinstance(layer, ir.Conv2d):
-            out = F.conv2d(x, self.weight, stride=layer.stride, padding=layer.padding)
-        elif isinstance(layer, ir.Dense):
-            out = F.linear(x, self.weight)
-        else:  # pragma: no cover - pools propagate events, MaxPool2d is gated in _run_layer
-            raise AssertionError(type(layer))
-        return out.reshape(tc, b, self.n)
-
-    def events(self, b: torch.Tensor, i: torch.Tensor, sign: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Synaptic events (flat targets into (B, n), weights) of presynaptic spikes (image b, neuron i)."""
-        targets = (self.targets[i] + (b * self.n)[:, None]).reshape(-1)
-        weights = self.table[i]
-        if sign is not None:
-            weights = weights * sign[:, None]
-        return targets, weights.reshape(-1)
+    @property
+    def dense(self) -> bool:
+        return any(ib.weight is not None for ib in self.inbound)
 
 
-def _event_table(layer: Any, gain: float, dtype: torch.dtype, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Padded per-presynaptic-neuron synapse table from :func:`bioconv.connectivity.layer_synapses`."""
-    conn = layer_synapses(layer)
+def _events(targets: torch.Tensor, table: torch.Tensor, n: int, b: torch.Tensor, i: torch.Tensor,
+            sign: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synaptic events (flat targets into (B, n), weights) of presynaptic spikes (image b, neuron i)."""
+    flat = (targets[i] + (b * n)[:, None]).reshape(-1)
+    weights = table[i]
+    if sign is not None:
+        weights = weights * sign[:, None]
+    return flat, weights.reshape(-1)
+
+
+def _event_table(conn: Any, gain: float, dtype: torch.dtype, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded per-presynaptic-neuron synapse table of one projection's :class:`Connectivity`."""
     order = np.argsort(conn.i, kind="stable")  # Brian2 order: by presynaptic neuron, then synapse index
     pre, post, w = conn.i[order], conn.j[order], conn.w[order] * gain
     deg = np.bincount(pre, minlength=conn.n_pre)
@@ -141,7 +165,9 @@ def _per_neuron(values: Any, shape: tuple[int, ...], dtype: torch.dtype, device:
 def compile_graph(
     graph: ir.Graph, config: SimConfig, dtype: torch.dtype, device: Any, propagation: Propagation = "event"
 ) -> list[LayerPlan]:
-    """The per-layer plans of ``graph``; raises ``ValueError`` for missing or unknown models."""
+    """The per-population plans of ``graph``; raises ``ValueError`` for missing or unknown models."""
+    from bioconv import projections as pj
+
     if graph.neuron is None and not graph.layer_neurons:
         raise ValueError("graph has no neuron model; convert it first (graph.with_models(neuron=IF(), synapse=Delta()))")
     if graph.synapse is None:
@@ -154,19 +180,25 @@ def compile_graph(
             raise ValueError(f"layer {layer.name!r} has no neuron model; set Graph.neuron or layer_neurons")
         prop = tm.make_propagator(neuron, graph.synapse, dt_s)
         shape = tuple(layer.output_shape)
-        n = int(np.prod(shape))
-        weight = targets = table = None
+        inbound = []
         if isinstance(layer, ir.MaxPool2d):
-            pass
-        elif propagation == "event" or isinstance(layer, ir.AvgPool2d):
-            # pools always propagate events: one target per spike is cheaper than a dense pool
-            targets, table = _event_table(layer, prop.gain, dtype, device)
+            (proj,) = pj.projections(graph, layer.name)  # raises for a pool on a Concat
+            inbound.append(Inbound(layer, (proj.source,), None, ()))
         else:
-            weight = torch.as_tensor(np.asarray(layer.weight, np.float64) * prop.gain, dtype=dtype, device=device)
-        bias = getattr(layer, "bias", None)
-        i_bias = _per_neuron(0.0 if bias is None else bias, shape, dtype, device)
+            projs = pj.projections(graph, layer.name)
+            for w, view in pj.incoming(graph, layer.name):
+                mine = [p for p in projs if p.layer is w]
+                sources = tuple(p.source for p in mine)
+                if propagation == "event" or isinstance(w, ir.AvgPool2d):
+                    # pools always propagate events: one target per spike is cheaper than a dense pool
+                    tables = tuple(_event_table(p.synapses, prop.gain, dtype, device) for p in mine)
+                    inbound.append(Inbound(w, sources, None, tables))
+                else:
+                    weight = torch.as_tensor(np.asarray(w.weight, np.float64) * prop.gain, dtype=dtype, device=device)
+                    inbound.append(Inbound(w, sources, weight, ()))
+        i_bias = _per_neuron(pj.bias(graph, layer.name).reshape(shape), shape, dtype, device)
         theta = _per_neuron(layer.threshold, shape, dtype, device)
-        plans.append(LayerPlan(layer, prop, theta, i_bias, weight, targets, table, n))
+        plans.append(LayerPlan(layer, prop, theta, i_bias, tuple(inbound), int(np.prod(shape))))
     return plans
 
 
@@ -182,20 +214,45 @@ def _gated_pool(layer: ir.MaxPool2d, spikes: torch.Tensor, counts: torch.Tensor,
     return passed
 
 
+def _run_relay_pool(plan: LayerPlan, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The max-pool relay: a passed spike sets v = 1 (synapse slot), spike when v > 0.5, reset v = 0.
+
+    So the pool unit fires at step t+1 for a spike passed at step t (unless it also fired
+    at t, whose reset then wipes the new spike), whatever the graph's neuron model.
+    """
+    n_steps, batch, device = pre.shape[0], pre.shape[1], pre.device
+    layer = plan.layer
+    spikes = torch.zeros((n_steps, batch, plan.n), dtype=torch.bool, device=device)
+    pool_counts = torch.zeros((batch, *layer.input_shape), dtype=torch.int32, device=device)
+    cmax = torch.zeros((batch, plan.n), dtype=torch.int32, device=device)
+    v = torch.zeros((batch, plan.n), dtype=torch.int8, device=device)
+    for t in range(n_steps):
+        fired = v > 0
+        spikes[t] = fired
+        v += _gated_pool(layer, pre[t].reshape(batch, *layer.input_shape), pool_counts, cmax)
+        v.masked_fill_(fired, 0)
+    return spikes, spikes.sum(0, dtype=torch.int32)
+
+
 def _run_layer(
     plan: LayerPlan,
-    pre: torch.Tensor,
+    pres: dict[str, torch.Tensor],
     bias: torch.Tensor,
     dtype: torch.dtype,
     v_steps: Sequence[int] = (),
 ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-    """Simulate one layer over all steps; ``pre`` holds the presynaptic spikes, time-major (T, B, n_pre)
-    (bool, or int8 signed for the input).
+    """Simulate one population over all steps; ``pres`` holds the spikes of every earlier population,
+    time-major (T, B, n_pre) (bool, or int8 signed for the input).
 
     Returns the bool spikes (T, B, n), the spike counts (B, n) and, if ``v_steps`` is given,
     the membrane potential (SRM: ``u = psi + r``) after those steps, shape (len(v_steps), B, n).
     """
-    n_steps, batch, device = pre.shape[0], pre.shape[1], pre.device
+    any_pre = pres[plan.inbound[0].sources[0]]
+    n_steps, batch, device = any_pre.shape[0], any_pre.shape[1], any_pre.device
+    if isinstance(plan.layer, ir.MaxPool2d):
+        spikes, counts = _run_relay_pool(plan, pres[plan.inbound[0].sources[0]])
+        v_out = torch.zeros((len(v_steps), batch, plan.n), dtype=dtype, device=device) if v_steps else None
+        return spikes, counts, v_out
     prop = plan.prop
     state = tm.init_state(prop, (batch, plan.n), dtype, device)
     bias_terms = tm.bias_terms(prop, bias)
@@ -203,47 +260,45 @@ def _run_layer(
     counts = torch.zeros((batch, plan.n), dtype=torch.int32, device=device)
     record = {t: k for k, t in enumerate(v_steps)}
     v_out = torch.empty((len(v_steps), batch, plan.n), dtype=dtype, device=device) if v_steps else None
-    gated = isinstance(plan.layer, ir.MaxPool2d)
-    if gated:
-        pool_counts = torch.zeros((batch, *plan.layer.input_shape), dtype=torch.int32, device=device)
-        cmax = torch.zeros((batch, plan.n), dtype=torch.int32, device=device)
-    per_step = batch * max(plan.n, pre.shape[-1])
+    n_pre = sum(pres[s].shape[-1] for ib in plan.inbound for s in ib.sources)
+    per_step = batch * max(plan.n, n_pre)
     chunk = max(1, min(n_steps, CHUNK_ELEMENTS // per_step))
-    signed = pre.dtype != torch.bool
     for t0 in range(0, n_steps, chunk):
         t1 = min(n_steps, t0 + chunk)
-        block = pre[t0:t1]
-        dense = bounds = None
-        if gated:
-            pass
-        elif plan.targets is None:
-            dense = plan.drive(block.to(dtype))
+        dense = None
+        streams = []  # per (term, segment): (targets, table, ev_b, ev_i, ev_sign, bounds)
+        if plan.dense:
+            dense = sum(ib.drive(pres, t0, t1, dtype) for ib in plan.inbound)
         else:
-            ev_t, ev_b, ev_i = torch.nonzero(block, as_tuple=True)  # ordered (t, b, i)
-            ev_sign = None
-            if signed:
-                sign = block[ev_t, ev_b, ev_i]
-                if bool((sign < 0).any()):  # Brian2: the positive pathway's synapses first, then <input>_neg's
-                    order = torch.sort(ev_t * 2 + (sign < 0), stable=True).indices
-                    ev_t, ev_b, ev_i, sign = ev_t[order], ev_b[order], ev_i[order], sign[order]
-                ev_sign = sign.to(dtype)
-            bounds = torch.cumsum(torch.bincount(ev_t, minlength=t1 - t0), 0).tolist()
-        start = 0
+            for ib in plan.inbound:
+                for src, (targets, table) in zip(ib.sources, ib.tables):
+                    block = pres[src][t0:t1]
+                    ev_t, ev_b, ev_i = torch.nonzero(block, as_tuple=True)  # ordered (t, b, i)
+                    ev_sign = None
+                    if block.dtype != torch.bool:
+                        sign = block[ev_t, ev_b, ev_i]
+                        if bool((sign < 0).any()):  # Brian2: the positive pathway's synapses first, then _neg's
+                            order = torch.sort(ev_t * 2 + (sign < 0), stable=True).indices
+                            ev_t, ev_b, ev_i, sign = ev_t[order], ev_b[order], ev_i[order], sign[order]
+                        ev_sign = sign.to(dtype)
+                    bounds = [0] + torch.cumsum(torch.bincount(ev_t, minlength=t1 - t0), 0).tolist()
+                    streams.append((targets, table, ev_b, ev_i, ev_sign, bounds))
         for t in range(t0, t1):
             d: tm.Drive = None
-            if gated:
-                passed = _gated_pool(plan.layer, block[t - t0].reshape(batch, *plan.layer.input_shape), pool_counts, cmax)
-                if bool(passed.any()):
-                    b_idx, j_idx = torch.nonzero(passed, as_tuple=True)
-                    d = (b_idx * plan.n + j_idx, torch.full(b_idx.shape, prop.gain, dtype=dtype, device=device))
-            elif dense is not None:
+            if dense is not None:
                 d = dense[t - t0]
-            elif bounds is not None:
-                stop = bounds[t - t0]
-                if stop > start:
-                    sl = slice(start, stop)
-                    d = plan.events(ev_b[sl], ev_i[sl], None if ev_sign is None else ev_sign[sl])
-                start = stop
+            else:
+                parts = []
+                for targets, table, ev_b, ev_i, ev_sign, bounds in streams:
+                    lo, hi = bounds[t - t0], bounds[t - t0 + 1]
+                    if hi > lo:
+                        sl = slice(lo, hi)
+                        parts.append(_events(targets, table, plan.n, ev_b[sl], ev_i[sl],
+                                             None if ev_sign is None else ev_sign[sl]))
+                if len(parts) == 1:
+                    d = parts[0]
+                elif parts:
+                    d = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
             s_t = tm.step(prop, state, bias_terms, plan.theta, d, t)
             spikes[t] = s_t
             counts += s_t
@@ -255,6 +310,10 @@ def _run_layer(
 def _first_layer_bias(plans: list[LayerPlan], graph: ir.Graph, rates: np.ndarray, signs: np.ndarray, dtype, device):
     """Layer-1 bias: ``I_bias`` (1, n), or ``I_bias + tau * sum_i w_ji sign_i r_i`` (B, n) for current input."""
     first = plans[0]
+    readers = [p.name for p in plans if any(graph.input.name in ib.sources for ib in p.inbound)]
+    if readers != [first.name] or len(first.inbound) != 1 or len(first.inbound[0].sources) != 1:
+        raise ValueError(f"coding='current' needs one layer that alone reads the input; here {readers} read it "
+                         "(use a spike coding)")
     current = encoding.input_current(rates, signs, first.layer)  # Hz, (B, n)
     tau_s = float(graph.neuron_for(first.name).tau / second)
     return first.i_bias + torch.as_tensor(current * tau_s, dtype=dtype, device=device)
@@ -276,7 +335,7 @@ def simulate_batch(
     dt_s, dt_ms = float(config.dt / second), float(config.dt / ms)
     rates, signs = encoding.input_rates_hz(images, graph.input)
     trains = encoding.spike_trains(rates, signs, dt_s, n_steps, config.coding, config.seed, first_index)
-    pre = torch.as_tensor(trains, device=device).transpose(0, 1).contiguous()  # int8, time-major (T, B, n_in)
+    pres = {graph.input.name: torch.as_tensor(trains, device=device).transpose(0, 1).contiguous()}  # int8 (T, B, n_in)
     bias0 = _first_layer_bias(plans, graph, rates, signs, dtype, device) if config.coding == "current" else None
     t_encode = time.perf_counter()
     counts, spike_times, bin_counts = {}, {}, {}
@@ -286,7 +345,7 @@ def simulate_batch(
         for k, plan in enumerate(plans):
             last = k == len(plans) - 1
             bias = bias0 if (k == 0 and bias0 is not None) else plan.i_bias
-            spikes, n_spikes, v = _run_layer(plan, pre, bias, dtype, v_steps if last else ())
+            spikes, n_spikes, v = _run_layer(plan, pres, bias, dtype, v_steps if last else ())
             counts[plan.name] = n_spikes.cpu().numpy().astype(np.int64)
             per_step = spikes.sum(dim=2, dtype=torch.int64)  # (T, B)
             bin_counts[plan.name] = per_step.reshape(config.n_bins, spb, -1).sum(1).T.cpu().numpy()
@@ -298,7 +357,7 @@ def simulate_batch(
                 per_bin = spikes.reshape(config.n_bins, spb, spikes.shape[1], plan.n).sum(1, dtype=torch.int64)
                 output_counts = per_bin.cumsum(0).permute(1, 0, 2).cpu().numpy()
                 out_v = None if v is None else v.permute(1, 0, 2).cpu().numpy().astype(np.float64)
-            pre = spikes
+            pres[plan.name] = spikes
     timings = {"encode_s": t_encode - t_start, "run_s": time.perf_counter() - t_encode}
     return counts, output_counts, out_v, spike_times, timings, bin_counts
 

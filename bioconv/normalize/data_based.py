@@ -26,6 +26,7 @@ from bioconv.normalize.scaling import (
     LayerScaling,
     attach_models,
     check_rate,
+    layer_lambda,
     normalization_meta,
     reference_tau_s,
     rescale,
@@ -75,7 +76,7 @@ def data_based_norm(
     graph = attach_models(graph, neuron, synapse)
     tau = reference_tau_s(graph)
     scalings = {
-        layer.name: LayerScaling(lam=stats.scale(layer.name, percentile), rho=target_hz * tau)
+        layer.name: LayerScaling(lam=layer_lambda(graph, stats, layer.name, percentile), rho=target_hz * tau)
         for layer in graph.spiking_layers
         if not isinstance(layer, ir.MaxPool2d)
     }

@@ -42,6 +42,7 @@ from bioconv.normalize.scaling import (
     LayerScaling,
     attach_models,
     check_rate,
+    layer_lambda,
     normalization_meta,
     reference_tau_s,
     rescale,
@@ -259,9 +260,13 @@ def mcr_norm(
     graph = attach_models(graph, neuron, synapse)
     tau = reference_tau_s(graph)
     acts = ann.forward(calib_images) if rho_from_slope else {}
+    if rho_from_slope and not graph.is_sequential:
+        raise ValueError("rho_from_slope needs a sequential graph (each layer has one source); this graph has "
+                         "Add/Concat layers: use rho_from_slope=False")
     scan_layers = [l for l in graph.spiking_layers if not isinstance(l, ir.MaxPool2d)]
     scalings = {
-        l.name: LayerScaling(lam=stats.scale(l.name, lambda_percentile), rho=targets.get(l.name, target_hz) * tau)
+        l.name: LayerScaling(lam=layer_lambda(graph, stats, l.name, lambda_percentile),
+                             rho=targets.get(l.name, target_hz) * tau)
         for l in scan_layers
     }
     scans: dict[str, dict[str, Any]] = {}

@@ -22,6 +22,16 @@ norm; found by scanning in MCR-Norm, seed 000 eq. 4-5, where the paper's
 :math:`\rho^{w}_{n-1}` the slope assumed (or measured) for the previous layer, and
 :math:`\eta_n` an optional bias fine-tuning factor. Average pools scale their pooling
 weight like :math:`\tilde w`; max pools pass :math:`(\lambda, \rho)` through unchanged.
+
+Graphs with several inputs per layer: the weights a layer :math:`n` receives from
+population :math:`m` are scaled with *that* population's scale,
+:math:`\tilde w_{nm} = G_n\frac{\rho_n}{\lambda_n}\frac{\lambda_m}{\rho^w_m} w_{nm}`, so
+each source contributes :math:`\rho_n a_{nm}/\lambda_n` whatever its own scale. For a
+residual :class:`~bioconv.ir.Add` this applies to every branch (its own source), with
+:math:`\lambda_n` the statistic of the sum; for a layer reading a :class:`~bioconv.ir.Concat`
+it gives per-input-channel (conv) or per-column (dense) factors, one per concatenated
+source (an average pool over a Concat needs equal factors). A clipped layer (ReLU6,
+Hardtanh(0, c)) keeps its clip in the same units: :math:`\tilde c = G_n\rho_n c/\lambda_n`.
 Thresholds stay 1 ("weight form"); :mod:`bioconv.normalize.thresholds` moves the scale
 into thresholds.
 """
@@ -54,6 +64,14 @@ class LayerScaling:
                 raise ValueError(f"LayerScaling.{name} must be finite and > 0, got {value}")
         if self.rho_in is not None and not (np.isfinite(self.rho_in) and self.rho_in > 0):
             raise ValueError(f"LayerScaling.rho_in must be finite and > 0, got {self.rho_in}")
+
+
+def layer_lambda(graph: ir.Graph, stats: Any, name: str, percentile: Optional[float] = None) -> float:
+    """λ of layer ``name``: its clip value when clipped (ReLU6, Hardtanh(0, c): the Rate Norm Layer
+    of Ding et al. 2021, where the clip is the activation that maps to the maximal rate), else the
+    activation statistic (max, or the percentile)."""
+    clip = getattr(graph.layer(name), "clip", None)
+    return float(clip) if clip is not None else stats.scale(name, percentile)
 
 
 def reference_tau_s(graph: ir.Graph) -> float:
@@ -91,6 +109,41 @@ def input_scale(inp: ir.Input, lambda_0: float, input_rate_hz: float) -> ir.Inpu
     return replace(inp, rate_scale=float(input_rate_hz) / float(lambda_0))
 
 
+def _source_factor(graph: ir.Graph, layer: ir.Layer, view: str, scale: dict[str, tuple[float, float]],
+                   rho_in: Optional[float]) -> np.ndarray | float:
+    """λ_m / ρ^w_m of the sources of ``layer`` (reading ``view``): a float, or a per-input-element array."""
+    from bioconv.projections import segments
+
+    segs = segments(graph, view)
+    vals = []
+    for seg in segs:
+        lam, rho = scale[seg.source]
+        rho_w = rho if (rho_in is None or len(segs) > 1) else rho_in
+        vals.append(lam / rho_w)
+    if len(set(vals)) == 1:
+        return vals[0]
+    return np.concatenate([np.full(seg.size, v) for seg, v in zip(segs, vals)])
+
+
+def _scale_weights(layer: ir.Layer, factor: np.ndarray | float) -> ir.Layer:
+    """``layer`` with its input weights times ``factor`` (a float, or one value per flat input element)."""
+    if np.ndim(factor) == 0:
+        if isinstance(layer, ir.AvgPool2d):
+            return replace(layer, scale=float(layer.scale * factor))
+        return replace(layer, weight=layer.weight * factor)
+    if isinstance(layer, ir.Dense):
+        return replace(layer, weight=layer.weight * factor[None, :])
+    if isinstance(layer, ir.Conv2d):
+        c_in = layer.input_shape[0]
+        per_channel = factor.reshape(c_in, -1)[:, 0]
+        groups, c_g = layer.groups, layer.weight.shape[1]
+        c_out = layer.weight.shape[0]
+        idx = (np.arange(c_out)[:, None] // (c_out // groups)) * c_g + np.arange(c_g)[None, :]
+        return replace(layer, weight=layer.weight * per_channel[idx][:, :, None, None])
+    raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) reads a Concat of sources with different "
+                     "scales; pool each branch before concatenating")
+
+
 def rescale(
     graph: ir.Graph,
     scalings: Mapping[str, LayerScaling],
@@ -100,32 +153,49 @@ def rescale(
 ) -> tuple[ir.Graph, dict[str, dict[str, float]]]:
     """Apply the scaling rule to an ANN graph (thresholds 1).
 
-    Returns the new graph (same layers, scaled weights/biases/pool scales, thresholds
+    Returns the new graph (same layers, scaled weights/biases/pool scales/clips, thresholds
     untouched, new ``Input.rate_scale``) and the factors ``{layer: {"weight": c_w,
-    "bias": c_b}}`` that were applied.
+    "bias": c_b}}`` that were applied (``c_w`` of the first source when sources differ).
     """
-    prev_lam, prev_rho = float(lambda_0), float(input_rho)
-    layers = []
+    scale = {graph.input.name: (float(lambda_0), float(input_rho))}
+    new: dict[str, ir.Layer] = {}
     factors: dict[str, dict[str, float]] = {}
     for layer in graph.layers:
-        if not ir.is_spiking(layer) or isinstance(layer, ir.MaxPool2d):
-            layers.append(layer)
+        if isinstance(layer, ir.VIEWS) or ir.is_branch(layer):
+            new.setdefault(layer.name, layer)
+            continue
+        sources = graph.sources(layer.name)
+        if isinstance(layer, ir.MaxPool2d):
+            from bioconv.projections import segments
+
+            (seg,) = segments(graph, sources[0])
+            scale[layer.name] = scale[seg.source]
+            new[layer.name] = layer
             continue
         if layer.name not in scalings:
             raise ValueError(f"no scaling given for layer {layer.name!r}")
         s = scalings[layer.name]
-        rho_w = prev_rho if s.rho_in is None else s.rho_in
         base = s.gain * s.rho / s.lam
-        c_w = base * prev_lam / rho_w
         c_b = base * s.bias_factor
-        if isinstance(layer, ir.AvgPool2d):
-            layers.append(replace(layer, scale=float(layer.scale * c_w)))
-        else:
-            layers.append(replace(layer, weight=layer.weight * c_w, bias=layer.bias * c_b))
-        factors[layer.name] = {"weight": float(c_w), "bias": float(c_b)}
-        prev_lam, prev_rho = s.lam, s.rho
+        terms = [(graph.layer(b), graph.sources(b)[0]) for b in layer.inputs] if isinstance(layer, ir.Add) \
+            else [(layer, sources[0])]
+        first_cw = None
+        for w, view in terms:
+            c_w = base * _source_factor(graph, w, view, scale, s.rho_in)
+            scaled = _scale_weights(w, c_w)
+            if isinstance(w, (ir.Conv2d, ir.Dense)):
+                scaled = replace(scaled, bias=w.bias * c_b)
+            new[w.name] = scaled
+            first_cw = float(np.ravel(c_w)[0]) if first_cw is None else first_cw
+        if getattr(layer, "clip", None) is not None:
+            new[layer.name] = replace(new.get(layer.name, layer), clip=float(layer.clip * base))
+        elif isinstance(layer, ir.Add):
+            new[layer.name] = layer
+        factors[layer.name] = {"weight": first_cw, "bias": float(c_b)}
+        scale[layer.name] = (s.lam, s.rho)
+    layers = tuple(new[layer.name] for layer in graph.layers)
     inp = input_scale(graph.input, lambda_0, input_rho / tau_s)
-    return replace(graph, input=inp, layers=tuple(layers)), factors
+    return replace(graph, input=inp, layers=layers), factors
 
 
 def truncate(graph: ir.Graph, upto: str) -> ir.Graph:
@@ -134,9 +204,11 @@ def truncate(graph: ir.Graph, upto: str) -> ir.Graph:
     if upto not in names:
         raise KeyError(f"no layer {upto!r}; layers are {names}")
     keep = graph.layers[: names.index(upto) + 1]
-    if not ir.is_spiking(keep[-1]):
+    if not ir.is_spiking(keep[-1]) or ir.is_branch(keep[-1]):
         raise ValueError(f"layer {upto!r} is not a spiking layer")
     kept = {layer.name for layer in keep}
+    consumed = {b for layer in keep if isinstance(layer, ir.Add) for b in layer.inputs}
+    keep = tuple(layer for layer in keep if not ir.is_branch(layer) or layer.name in consumed)
     return replace(graph, layers=keep, layer_neurons={k: v for k, v in graph.layer_neurons.items() if k in kept})
 
 

@@ -91,6 +91,9 @@ def spike_norm(
     input_hz = check_rate(input_rate, "input_rate", dt)
     if not hasattr(probe, "spikes"):
         raise ValueError("spike_norm needs a probe with a spikes(graph, layer) method (bioconv.normalize.probes)")
+    if not graph.is_sequential:
+        raise ValueError("Spike-Norm reads each layer's input raster from the layer before it and needs a sequential "
+                         "graph; this one has Add/Concat layers: use MCR-Norm or max/robust norm")
     graph = attach_models(graph, neuron, synapse)
     tau = reference_tau_s(graph)
     rho = dt_s / tau  # one spike per step

@@ -41,8 +41,11 @@ def scale_layer(layer: ir.Layer, k: float) -> ir.Layer:
         raise ValueError(f"layer {layer.name!r}: scale factor must be finite and > 0, got {k}")
     theta = np.asarray(layer.threshold, dtype=np.float64) * k
     theta = float(theta) if theta.ndim == 0 else theta
+    clip = None if getattr(layer, "clip", None) is None else float(layer.clip * k)
     if isinstance(layer, (ir.Conv2d, ir.Dense)):
-        return replace(layer, weight=layer.weight * k, bias=layer.bias * k, threshold=theta)
+        return replace(layer, weight=layer.weight * k, bias=layer.bias * k, threshold=theta, clip=clip)
+    if isinstance(layer, ir.Add):  # its branches are scaled by scale_thresholds / weight_form
+        return replace(layer, threshold=theta, clip=clip)
     if isinstance(layer, ir.AvgPool2d):
         return replace(layer, scale=float(layer.scale * k), threshold=theta)
     raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) has no weights to balance against its threshold")
@@ -53,8 +56,17 @@ def scale_thresholds(graph: ir.Graph, factors: Mapping[str, float]) -> ir.Graph:
     unknown = set(factors) - {layer.name for layer in graph.layers}
     if unknown:
         raise ValueError(f"factors name unknown layers {sorted(unknown)}")
-    layers = tuple(scale_layer(l, float(factors[l.name])) if l.name in factors else l for l in graph.layers)
+    factors = dict(factors)
+    for layer in graph.layers:  # an Add's branches carry its weights and biases
+        if isinstance(layer, ir.Add) and layer.name in factors:
+            factors.update({b: factors[layer.name] for b in layer.inputs})
+    layers = tuple(_scale_branch(l, float(factors[l.name])) if ir.is_branch(l) and l.name in factors
+                   else scale_layer(l, float(factors[l.name])) if l.name in factors else l for l in graph.layers)
     return replace(graph, layers=layers)
+
+
+def _scale_branch(layer: ir.Layer, k: float) -> ir.Layer:
+    return replace(layer, weight=layer.weight * k, bias=layer.bias * k)
 
 
 def threshold_form(graph: ir.Graph) -> ir.Graph:
@@ -87,6 +99,13 @@ def weight_form(graph: ir.Graph) -> ir.Graph:
             layers.append(layer)
             continue
         th = np.asarray(layer.threshold, dtype=np.float64)
+        if isinstance(layer, ir.Add):
+            if th.ndim != 0:
+                raise ValueError(f"Add {layer.name!r}: only a scalar threshold moves into its branches")
+            branches = set(layer.inputs)
+            layers = [_scale_branch(l, 1.0 / float(th)) if l.name in branches else l for l in layers]
+            layers.append(scale_layer(layer, 1.0 / float(th)))
+            continue
         if th.ndim == 0:
             layers.append(scale_layer(layer, 1.0 / float(th)))
         elif th.ndim == 1 and isinstance(layer, (ir.Conv2d, ir.Dense)):

@@ -1,0 +1,79 @@
+"""Normalization of graphs with several inputs per layer: each source scaled with its own λ/ρ."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from brian2 import Hz, ms
+
+from bioconv import ir
+from bioconv.engines import torch as te
+from bioconv.normalize import activation_stats, max_norm, mcr_norm, spike_norm
+from bioconv.normalize.probes import make_probe
+from bioconv.normalize.scaling import predicted_rates_hz
+from bioconv.normalize.thresholds import threshold_form, weight_form
+from bioconv.simulation import SimConfig
+
+
+def _dag(rng) -> ir.Graph:
+    """conv a, conv b (very different scales) -> Concat -> conv c; residual Add(c, a) -> dense."""
+    a = ir.Conv2d("a", (1, 6, 6), rng.normal(0.5, 0.3, (2, 1, 3, 3)), np.full(2, 0.1), padding=1)
+    b = ir.Conv2d("b", (1, 6, 6), 8.0 * rng.normal(0.5, 0.3, (3, 1, 3, 3)), np.full(3, 0.2), padding=1,
+                  inputs=("input",))
+    cat = ir.Concat("cat", ((2, 6, 6), (3, 6, 6)), ("a", "b"))
+    c = ir.Conv2d("c", (5, 6, 6), rng.normal(0.1, 0.3, (2, 5, 3, 3)), np.zeros(2), padding=1)
+    br = ir.Conv2d("res_c", (2, 6, 6), rng.normal(0.1, 0.3, (2, 2, 3, 3)), np.full(2, 0.05), padding=1,
+                   spiking=False)
+    skip = ir.Conv2d("res_skip", (2, 6, 6), np.ones((2, 1, 1, 1)), np.zeros(2), groups=2, inputs=("a",),
+                     spiking=False)
+    add = ir.Add("res", (2, 6, 6), ("res_c", "res_skip"), clip=3.0)
+    flat = ir.Flatten("flat", (2, 6, 6))
+    fc = ir.Dense("fc", rng.normal(0.05, 0.3, (3, 72)), np.full(3, 0.1))
+    return ir.Graph(ir.Input((1, 6, 6)), (a, b, cat, c, br, skip, add, flat, fc))
+
+
+def test_max_norm_scales_each_source_with_its_own_lambda(rng):
+    graph = _dag(rng)
+    x = rng.uniform(0, 1, (40, 1, 6, 6))
+    stats = activation_stats(graph, x)
+    out = max_norm(graph, stats, target_rate=500 * Hz, input_rate=500 * Hz)
+    pred = predicted_rates_hz(out, x)
+    acts = graph.forward(x, relu_last=True)
+    lam = out.meta["normalization"]["lambda"]
+    assert lam["res"] == 3.0  # the clip is λ (Rate Norm Layer)
+    for layer in graph.spiking_layers:
+        expected = 500.0 * acts[layer.name].reshape(len(x), -1) / lam[layer.name]
+        np.testing.assert_allclose(pred[layer.name], expected, rtol=1e-9, atol=1e-9, err_msg=layer.name)
+    assert max(stats.layer_max["a"], stats.layer_max["b"]) / min(stats.layer_max["a"], stats.layer_max["b"]) > 3
+
+
+def test_threshold_form_gives_the_same_spikes(rng):
+    graph = _dag(rng)
+    x = rng.uniform(0, 1, (3, 1, 6, 6))
+    out = max_norm(graph, activation_stats(graph, x), target_rate=300 * Hz, input_rate=300 * Hz)
+    cfg = SimConfig(duration=40 * ms)
+    ref = te.simulate(out, x, np.zeros(3), cfg, propagation="event", progress=False)
+    th = te.simulate(threshold_form(out), x, np.zeros(3), cfg, propagation="event", progress=False)
+    back = weight_form(threshold_form(out))
+    np.testing.assert_allclose(back.layer("res_c").weight, out.layer("res_c").weight)
+    for name in ref.counts:
+        assert np.mean(ref.counts[name] == th.counts[name]) >= 0.99, name
+
+
+def test_mcr_norm_on_a_dag(rng):
+    graph = _dag(rng)
+    x = rng.uniform(0, 1, (3, 1, 6, 6))
+    probe = make_probe("torch", x, None, SimConfig(duration=100 * ms))
+    out = mcr_norm(graph, activation_stats(graph, x), probe, target_rate=200 * Hz, input_rate=300 * Hz,
+                   tolerance=0.05, max_iter=10, progress=False)
+    achieved = out.meta["normalization"]["achieved_max_rate_hz"]
+    for name in ("a", "b", "c", "fc"):
+        assert abs(achieved[name] - 200.0) <= 0.05 * 200.0 + 10.0, (name, achieved[name])
+
+
+def test_spike_norm_refuses_a_dag(rng):
+    graph = _dag(rng)
+    x = rng.uniform(0, 1, (2, 1, 6, 6))
+    probe = make_probe("torch", x, None, SimConfig(duration=20 * ms))
+    with pytest.raises(ValueError, match="sequential graph"):
+        spike_norm(graph, activation_stats(graph, x), probe)
