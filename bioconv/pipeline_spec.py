@@ -181,7 +181,7 @@ def _parse(key: str, value: Any, kind: str) -> Quantity:
         return value
     if isinstance(value, str):
         try:
-            return parse_time(value) if kind == "time" else parse_rate(value)
+            return parse_time(value, allow_zero=key == "refractory") if kind == "time" else parse_rate(value)
         except ValueError as exc:
             raise ValueError(f"conversion spec key {key!r}: {exc}") from None
     raise ValueError(f"conversion spec key {key!r} needs a {kind} with a unit, e.g. "

@@ -72,7 +72,7 @@ def test_srm_takes_its_kernels_from_tau_syn_and_tau_r():
 
 
 def test_method_table_errors_and_defaults():
-    with pytest.raises(ValueError, match="unknown normalization method 'foo'; choose one of mcr, max, robust, spike"):
+    with pytest.raises(ValueError, match="unknown normalization method 'foo'; choose one of mcr, mcr-tf, max, robust, spike"):
         method("foo")
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['percentile'\] for method 'max'"):
         method_options(ConversionSpec(method="max", options={"percentile": 99.0}))

@@ -122,7 +122,7 @@ def spec_from_args(args: argparse.Namespace):
         raise ValueError(f"--tf-iterations must be >= 0, got {options['iterations']}")
     spec = ConversionSpec(
         method=args.norm, neuron=args.neuron, reset=args.reset, tau_m=parse_time(args.tau_m),
-        refractory=parse_time(args.refractory), synapse=args.synapse, tau_syn=parse_time(args.tau_syn),
+        refractory=parse_time(args.refractory, allow_zero=True), synapse=args.synapse, tau_syn=parse_time(args.tau_syn),
         tau_r=parse_time(args.tau_r), dt=parse_time(args.dt), duration=parse_time(args.duration),
         target_rate=parse_rate(args.target_rate) if args.target_rate else None,
         input_rate=parse_rate(args.input_rate) if args.input_rate else None,

@@ -67,9 +67,6 @@ def run(args: argparse.Namespace) -> int:
     ds = subset(load_dataset(dataset, args.split, args.data_dir), args.n)
     if tuple(ds.images.shape[1:]) != tuple(graph.input.shape):
         raise ValueError(f"{dataset} images {ds.images.shape[1:]} do not fit the graph input {graph.input.shape}")
-    dt = parse_time(args.dt)
-    config = SimConfig(duration=parse_time(args.duration), dt=dt, bin=parse_time(args.bin) if args.bin else dt,
-                       coding=args.coding, readout=args.readout, seed=args.seed, record_times=tuple(args.record_times))
     from bioconv.pipeline import ann_predictions, load_source_ann
 
     source = load_source_ann(args.net)
