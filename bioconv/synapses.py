@@ -78,8 +78,42 @@ class Alpha:
         return ("I_syn", "x_syn")
 
 
-SynapseModel = Union[Delta, Alpha]
-SYNAPSE_MODELS: dict[str, type] = {"delta": Delta, "alpha": Alpha}
+@dataclass(frozen=True)
+class Exponential:
+    r"""Current-based first-order (exponential) synapse with unit total charge per unit weight.
+
+    .. math::
+        \tau_s \dot I_\mathrm{syn} = -I_\mathrm{syn}, \qquad \text{spike: } I_\mathrm{syn} \mathrel{+}= w/\tau_s
+
+    so one spike gives :math:`I_\mathrm{syn}(t) = \frac{w}{\tau_s} e^{-t/\tau_s}`, whose
+    integral is exactly :math:`w` (the current-based synapse of a CUBA LIF neuron).
+    """
+
+    tau_s: Quantity = time_field(5)
+
+    kind = "exponential"
+
+    def __post_init__(self) -> None:
+        _check_time("Exponential", "tau_s", self.tau_s)
+
+    def post_equations(self, neuron: Any) -> Equations:
+        if isinstance(neuron, SRM):
+            raise ValueError(
+                "SRM neurons filter input through their own alpha PSP kernel ε; "
+                "use synapse='delta' with SRM (set the kernel with SRM(tau_s=...))"
+            )
+        return Equations("dI_syn/dt = -I_syn/tau_syn : Hz", tau_syn=self.tau_s)
+
+    def on_pre(self, neuron: Any) -> str:
+        return f"I_syn_post += w/({float(self.tau_s / ms)!r}*ms)"
+
+    @property
+    def state_variables(self) -> tuple[str, ...]:
+        return ("I_syn",)
+
+
+SynapseModel = Union[Delta, Alpha, Exponential]
+SYNAPSE_MODELS: dict[str, type] = {"delta": Delta, "alpha": Alpha, "exponential": Exponential}
 
 
 def synapse_from_dict(data: dict[str, Any]) -> SynapseModel:
@@ -87,7 +121,7 @@ def synapse_from_dict(data: dict[str, Any]) -> SynapseModel:
 
 
 def make_synapse(kind: str, **params: Any) -> SynapseModel:
-    """Build a synapse model by name (``delta``, ``alpha``)."""
+    """Build a synapse model by name (``delta``, ``alpha``, ``exponential``)."""
     if kind not in SYNAPSE_MODELS:
         raise ValueError(f"unknown synapse kind {kind!r}; choose one of {sorted(SYNAPSE_MODELS)}")
     return SYNAPSE_MODELS[kind](**params)

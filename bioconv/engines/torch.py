@@ -76,11 +76,11 @@ class LayerPlan:
     neuron as a padded table (n_pre, max fan-out) of postsynaptic indices and weights in
     Brian2's synapse order (padding adds 0.0 to neuron 0, which changes nothing).
     ``weight`` (dense propagation): the conv/dense weight.
-    All weights are multiplied by the on_pre gain.
+    All weights are mapped through the on_pre expression (:meth:`~bioconv.models.Dynamics.weights`).
     """
 
     layer: Any
-    prop: tm.Propagator
+    prop: tm.Dynamics
     theta: torch.Tensor  # (1, n)
     i_bias: torch.Tensor  # (1, n)
     weight: Optional[torch.Tensor]
@@ -114,11 +114,21 @@ class LayerPlan:
         return targets, weights.reshape(-1)
 
 
-def _event_table(layer: Any, gain: float, dtype: torch.dtype, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Padded per-presynaptic-neuron synapse table from :func:`bioconv.connectivity.layer_synapses`."""
+def _layer_dynamics(graph: ir.Graph, layer: Any, neuron: Any, config: SimConfig, dt_s: float) -> tm.Dynamics:
+    """The layer's :class:`~bioconv.models.Dynamics`: the max-pool relay, the integrating readout, or its model."""
+    if isinstance(layer, ir.MaxPool2d):
+        return tm.RELAY
+    if config.readout == "integrate" and layer.name == graph.spiking_layers[-1].name:
+        return tm.readout_dynamics(neuron, graph.synapse, dt_s)
+    return tm.make_dynamics(neuron, graph.synapse, dt_s)
+
+
+def _event_table(layer: Any, weights: Any, dtype: torch.dtype, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded per-presynaptic-neuron synapse table from :func:`bioconv.connectivity.layer_synapses`;
+    ``weights`` maps the weights to what one spike adds (the on_pre expression)."""
     conn = layer_synapses(layer)
     order = np.argsort(conn.i, kind="stable")  # Brian2 order: by presynaptic neuron, then synapse index
-    pre, post, w = conn.i[order], conn.j[order], conn.w[order] * gain
+    pre, post, w = conn.i[order], conn.j[order], weights(conn.w[order])
     deg = np.bincount(pre, minlength=conn.n_pre)
     width = int(deg.max(initial=1))
     starts = np.concatenate([[0], np.cumsum(deg)[:-1]])
@@ -152,7 +162,7 @@ def compile_graph(
         neuron = graph.neuron_for(layer.name)
         if neuron is None:
             raise ValueError(f"layer {layer.name!r} has no neuron model; set Graph.neuron or layer_neurons")
-        prop = tm.make_propagator(neuron, graph.synapse, dt_s)
+        prop = _layer_dynamics(graph, layer, neuron, config, dt_s)
         shape = tuple(layer.output_shape)
         n = int(np.prod(shape))
         weight = targets = table = None
@@ -160,9 +170,9 @@ def compile_graph(
             pass
         elif propagation == "event" or isinstance(layer, ir.AvgPool2d):
             # pools always propagate events: one target per spike is cheaper than a dense pool
-            targets, table = _event_table(layer, prop.gain, dtype, device)
+            targets, table = _event_table(layer, prop.weights, dtype, device)
         else:
-            weight = torch.as_tensor(np.asarray(layer.weight, np.float64) * prop.gain, dtype=dtype, device=device)
+            weight = torch.as_tensor(prop.weights(layer.weight), dtype=dtype, device=device)
         bias = getattr(layer, "bias", None)
         i_bias = _per_neuron(0.0 if bias is None else bias, shape, dtype, device)
         theta = _per_neuron(layer.threshold, shape, dtype, device)
@@ -198,7 +208,6 @@ def _run_layer(
     n_steps, batch, device = pre.shape[0], pre.shape[1], pre.device
     prop = plan.prop
     state = tm.init_state(prop, (batch, plan.n), dtype, device)
-    bias_terms = tm.bias_terms(prop, bias)
     spikes = torch.empty((n_steps, batch, plan.n), dtype=torch.bool, device=device)
     counts = torch.zeros((batch, plan.n), dtype=torch.int32, device=device)
     record = {t: k for k, t in enumerate(v_steps)}
@@ -235,7 +244,7 @@ def _run_layer(
                 passed = _gated_pool(plan.layer, block[t - t0].reshape(batch, *plan.layer.input_shape), pool_counts, cmax)
                 if bool(passed.any()):
                     b_idx, j_idx = torch.nonzero(passed, as_tuple=True)
-                    d = (b_idx * plan.n + j_idx, torch.full(b_idx.shape, prop.gain, dtype=dtype, device=device))
+                    d = (b_idx * plan.n + j_idx, torch.ones(b_idx.shape, dtype=dtype, device=device))
             elif dense is not None:
                 d = dense[t - t0]
             elif bounds is not None:
@@ -244,11 +253,11 @@ def _run_layer(
                     sl = slice(start, stop)
                     d = plan.events(ev_b[sl], ev_i[sl], None if ev_sign is None else ev_sign[sl])
                 start = stop
-            s_t = tm.step(prop, state, bias_terms, plan.theta, d, t)
+            s_t = tm.step(prop, state, bias, plan.theta, d, t)
             spikes[t] = s_t
             counts += s_t
             if t in record:
-                v_out[record[t]] = state["psi"] + state["r"] if prop.kind == "srm" else state["v"]
+                v_out[record[t]] = tm.readout_value(prop, state)
     return spikes, counts, v_out
 
 
@@ -280,7 +289,7 @@ def simulate_batch(
     bias0 = _first_layer_bias(plans, graph, rates, signs, dtype, device) if config.coding == "current" else None
     t_encode = time.perf_counter()
     counts, spike_times, bin_counts = {}, {}, {}
-    v_steps = list(range(spb - 1, n_steps, spb)) if config.readout == "voltage" else []
+    v_steps = list(range(spb - 1, n_steps, spb)) if config.readout in ("voltage", "integrate") else []
     out_v = None
     with torch.inference_mode():
         for k, plan in enumerate(plans):
@@ -320,7 +329,7 @@ def _simulate_fused(graph: ir.Graph, images: np.ndarray, labels: np.ndarray, con
 
     t0 = time.perf_counter()
     net = fused.FusedNetwork(graph, config, np.dtype(dtype))
-    out = fused.Outputs(net, len(images), config.n_bins, config.readout == "voltage")
+    out = fused.Outputs(net, len(images), config.n_bins, config.readout in ("voltage", "integrate"), config.record_times)
     timings = {"build_s": time.perf_counter() - t0, "encode_s": 0.0}
     starts = range(0, len(images), int(batch_size))
     t_run = time.perf_counter()
@@ -332,7 +341,7 @@ def _simulate_fused(graph: ir.Graph, images: np.ndarray, labels: np.ndarray, con
     timings["total_s"] = time.perf_counter() - t0
     log.info("torch engine: %d images in %.2f s (cpu, %s, fused)", len(images), timings["total_s"], dtype)
     return SimResult(engine="torch", config=config, counts=out.per_layer(), output_counts=out.out_bins, labels=labels,
-                     output_v=out.output_v(), spike_times={}, timings=timings, meta=meta,
+                     output_v=out.output_v(), spike_times=out.spike_times(), timings=timings, meta=meta,
                      layer_bin_counts=out.layer_bins())
 
 
