@@ -45,7 +45,7 @@ def _compiled(code: tuple) -> tuple:
 def _run(statements: tuple, ns: dict) -> None:
     """Execute Brian2 statements ``(var, op, expr)`` on the namespace ``ns`` (tensors and floats)."""
     for var, op, code in _compiled(statements):
-        value = eval(code, {"__builtins__": {}}, ns)  # noqa: S307 - Brian2's generated expressions
+        value = eval(code, {}, ns)  # noqa: S307 - Brian2's generated expressions
         if op == "=":
             ns[var] = value
         elif op == "+=":
@@ -72,7 +72,7 @@ def readout_value(dyn: Dynamics, state: Mapping[str, torch.Tensor]) -> torch.Ten
     """The readout variable (``v``, or the SRM's ``psi + r``) of ``state``."""
     if dyn.readout in state:
         return state[dyn.readout]
-    return eval(dyn.readout, {"__builtins__": {}}, dict(state))  # noqa: S307
+    return eval(dyn.readout, {}, dict(state))  # noqa: S307
 
 
 Drive = Union[None, torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
