@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="average pools as IF layers (default, the network of the issue-3/4 targets) or folded "
                              "into the next layer (as `bioconv convert` does by default)")
     parser.add_argument("--device", default="cpu", help="torch device for the torch benchmark (cpu or cuda)")
+    parser.add_argument("--configs", action="store_true",
+                        help="torch: add one fused float64 row per model configuration (IF/LIF/SRM x delta/alpha, "
+                             "refractory, current input, spike-time recording)")
     parser.add_argument("--data-dir", help="dataset folder (default: $BIOCONV_DATA_DIR or the user cache)")
 
 

@@ -23,10 +23,12 @@ updates; this is exactly the step-by-step result. Three ways to compute the inpu
   input pathway before ``<input>_neg``), so float64 CPU sums are Brian2's bit for bit;
 * ``"dense"``: ``conv2d``/``linear`` of the (steps × images) spike maps (float32 / GPU);
   pools still propagate events;
-* ``"fused"`` (CPU; IF/LIF with delta synapses): the event additions of ``"event"`` in a
-  compiled loop over images × steps × layers (:mod:`bioconv.engines.fused`), bit-identical
-  to ``"event"`` and the fastest mode on CPUs;
-* ``"auto"`` (default): ``"fused"`` on the CPU when the models allow it, else ``"event"``.
+* ``"fused"`` (CPU; every neuron/synapse model, refractoriness, current input, the gated
+  max-pool, spike-time recording): the event additions of ``"event"`` in a compiled loop
+  over images × steps × layers whose per-model code is generated from the models layer
+  (:mod:`bioconv.engines.fused`), bit-identical to ``"event"`` in float64;
+* ``"auto"`` (default): ``"fused"`` on the CPU unless the graph has layers it does not
+  run (multi-input layers), else ``"event"``.
 
 The Brian2 engine does not implement the gated max-pool (it raises ``ValueError``), so
 max-pool networks run only here (checked against the numpy reference
@@ -372,7 +374,7 @@ def simulate(
         ``"dense"`` computes the summed input of Conv2d/Dense layers with ``conv2d``/``linear``
         per chunk of steps (faster in float32, on GPUs and for dense spiking; sums differ in the
         last bits); pooling layers always propagate events. ``"fused"`` runs the compiled
-        CPU kernel of :mod:`bioconv.engines.fused` (IF/LIF with delta synapses): the same
+        CPU kernel of :mod:`bioconv.engines.fused` (every model): the same
         additions in the same order as ``"event"`` (float64: Brian2's sums bit for bit), one
         pass per image through all layers, images in parallel on ``torch.get_num_threads()``
         threads; other models raise ``ValueError``.
