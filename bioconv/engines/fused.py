@@ -144,6 +144,16 @@ class FusedNetwork:
             bias[k], theta[k] = bias[k][perm], theta[k][perm]
             if k == 0:
                 self.perm0 = perm
+        hw, uniform = [], []
+        for k, layer in enumerate(layers):  # neurons per channel; bias and θ constant per channel?
+            shape = tuple(layer.output_shape)
+            hw.append(int(np.prod(shape[1:])) if len(shape) == 3 and not self.cl[k] else 1)
+            blocks = [a.reshape(-1, hw[-1]) for a in (bias[k], theta[k])]
+            uniform.append(bool(hw[-1] > 1 and all(np.all(x == x[:, :1]) for x in blocks)))
+        if config.coding == "current":
+            uniform[0] = False  # layer 1's bias is per image and neuron
+        self.hw = np.asarray(hw, dtype=np.int64)
+        self.uniform = np.asarray(uniform, dtype=np.bool_)
         self.model = np.asarray(model, dtype=np.int64)
         self.nslot = max(len(d.states) for d in dyns)
         self.tgt = np.asarray([d.states.index(d.target) for d in dyns], dtype=np.int64)
@@ -269,7 +279,7 @@ def simulate_batch(net: FusedNetwork, graph: ir.Graph, images: np.ndarray, confi
         for a in (out.counts[rows], out.out_bins[rows], out.bin_counts[rows]):
             a[...] = 0
         net.module.run(inp, net.off, net.model, net.nslot, net.tgt, net.cond, net.refs, net.gated, net.pgeo, net.coef,
-                       net.bias, bias0, current, net.theta, net.conv, net.cl, net.geo, net.wconv, net.rowptr,
+                       net.bias, bias0, current, net.theta, net.hw, net.uniform, net.conv, net.cl, net.geo, net.wconv, net.rowptr,
                        net.row_off, net.cols, net.weights, config.steps_per_bin, out.counts[rows], out.out_bins[rows],
                        out.bin_counts[rows], out.out_v[rows] if out.record_v else out.out_v, out.record_v, rec_slot,
                        rec_t, rec_i, rec_n)

@@ -105,7 +105,7 @@ def gate(dst, lo, plo, i, count, cmax, pgeo, l):
 
 
 @numba.njit(parallel=True, cache=True, fastmath=False, nogil=True)
-def run(inp, off, model, nslot, tgt, cond, refs, gated, pgeo, coef, bias, bias0, current, theta, conv, cl, geo,
+def run(inp, off, model, nslot, tgt, cond, refs, gated, pgeo, coef, bias, bias0, current, theta, hw, uniform, conv, cl, geo,
         wconv, rowptr, row_off, cols, weights, spb, counts, out_bins, bin_counts, out_v, record_v, rec_slot, rec_t,
         rec_i, rec_n):
     n_img, n_steps, n_in = inp.shape
@@ -137,7 +137,7 @@ def run(inp, off, model, nslot, tgt, cond, refs, gated, pgeo, coef, bias, bias0,
                 hi = off[l + 1]
                 m = model[l]
                 # 1. groups, 2. thresholds (generated from the models layer)
-                update(m, S, lo, hi, bias_b, theta, coef[l], fired, last, nr, t, refs[l])
+                update(m, S, lo, hi, bias_b, theta, coef[l], fired, last, nr, t, refs[l], hw[l], uniform[l])
                 n = collect(fired, words, lo, hi, spk)
                 dst = S[tgt[l]]
                 if cond[l]:  # frozen target: refractory neurons take no synaptic input
