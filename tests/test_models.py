@@ -140,3 +140,22 @@ def test_alpha_and_exponential_psp_charge_equal_weight():
             step(dyn, state, torch.zeros(1, 1, dtype=torch.float64), torch.full((1, 1), 1e9, dtype=torch.float64),
                  None, t)
         assert abs(float(state["v"]) - 0.7) < 1e-9, synapse
+
+
+@pytest.mark.slow
+@pytest.mark.standalone
+@pytest.mark.parametrize("neuron,synapse", [
+    pytest.param(IF(reset="subtract", refractory=2 * ms), Exponential(tau_s=5 * ms), id="if-ref-exp"),
+    pytest.param(LIF(tau_m=20 * ms, reset="subtract"), Alpha(tau_s=5 * ms), id="lif-alpha"),
+    pytest.param(SRM(tau_s=5 * ms, tau_r=2 * ms), Delta(), id="srm"),
+])
+def test_model_families_vs_cpp_standalone(mnist, neuron, synapse):
+    """One cpp_standalone compile per model family (the IF/LIF-delta builds are in test_engine_agreement)."""
+    x, y = mnist[0][:2], mnist[1][:2]
+    graph = network("tiny", mnist[0], neuron, synapse)
+    cfg = SimConfig(duration=40 * ms, bin=10 * ms, readout="voltage")
+    options = {"batch_size": 1} if float(neuron.refractory) > 0 else {"batch_size": 2}
+    ref = b2.simulate(graph, x, y, cfg, device="cpp", workers=1, **options)
+    got = te.simulate(graph, x, y, cfg, dtype="float64", progress=False)
+    same_counts(ref, got)
+    np.testing.assert_array_equal(ref.output_v, got.output_v)
