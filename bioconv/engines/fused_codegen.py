@@ -2,7 +2,8 @@ r"""Source of the fused numba kernel, generated from the models layer, and its o
 
 :func:`kernel` writes one Python module per set of layer dynamics (the *signatures* of
 :class:`bioconv.models.Dynamics`: statements, not constants' values) to
-``<cache>/bioconv/fused/fused_<hash>.py`` and imports it; its functions are
+``<cache>/bioconv_fused/bioconv_fused_<hash>.py`` and imports it (``<cache>`` is numba's
+cache directory, ``$NUMBA_CACHE_DIR``, when set, else ``~/.cache/bioconv``); its functions are
 ``numba.njit(cache=True)``, so numba keeps the compiled machine code next to it
 (``$NUMBA_CACHE_DIR`` when set) and a second process loads it instead of compiling. The
 source file is written only if it does not exist yet (atomically), so its timestamp and
@@ -37,7 +38,7 @@ VERSION = 2
 
 
 def cache_dir() -> Path:
-    """Where generated kernels live: ``$NUMBA_CACHE_DIR/bioconv`` if numba has a cache dir, else the user cache."""
+    """Where generated kernels live: ``<numba cache dir>/bioconv_fused``, or ``~/.cache/bioconv/bioconv_fused``."""
     import numba
 
     base = numba.config.CACHE_DIR or os.path.join(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache",
