@@ -53,6 +53,8 @@ LAYERS = (ir.Conv2d, ir.Dense, ir.AvgPool2d, ir.MaxPool2d)
 def unsupported(graph: ir.Graph, config: SimConfig) -> Optional[str]:
     """Why the fused kernel cannot run ``graph`` with ``config``, or None if it can."""
     layers = graph.spiking_layers
+    if graph.synapse is None or any(graph.neuron_for(layer.name) is None for layer in layers):
+        return "a graph without neuron or synapse models"
     for k, layer in enumerate(layers):
         if not isinstance(layer, LAYERS):
             return (f"layer {layer.name!r}: {type(layer).__name__} (multi-input layers such as residual additions "
