@@ -12,7 +12,8 @@ The synaptic input is the current ``I_syn`` (Hz) provided by the synapse model
 (:mod:`bioconv.synapses`); delta synapses instead jump ``psp_target`` directly.
 
 Every model's maths is stated once, in its class docstring. The torch engine mirrors
-these equations; see :mod:`bioconv.engines.torch`.
+these equations through :mod:`bioconv.models`, which takes the update code from
+Brian2's own code generation.
 """
 
 from __future__ import annotations
@@ -53,47 +54,48 @@ def _check_reset(owner: str, reset: str) -> None:
         raise ValueError(f"{owner}.reset must be one of {RESETS}, got {reset!r}")
 
 
-@dataclass(frozen=True)
-class IF:
-    r"""Non-leaky integrate-and-fire neuron ("standard IF" of seed 000 with ``reset="zero"``).
+class _IntegrateAndFire:
+    r"""Shared maths of :class:`IF` and :class:`LIF` (IF is LIF with :math:`\tau_m \to \infty`).
 
     .. math::
-        \frac{dv}{dt} = \frac{I_\mathrm{bias}}{\tau} + I_\mathrm{syn}, \qquad
+        \frac{dv}{dt} = -\frac{v}{\tau_m} + \frac{I_\mathrm{bias}}{\tau} + I_\mathrm{syn}, \qquad
         v > \theta \;\Rightarrow\; \text{spike},\;
-        v \leftarrow 0 \;(\texttt{zero}) \text{ or } v \leftarrow v - \theta \;(\texttt{subtract})
+        v \leftarrow 0 \;(\texttt{zero}) \text{ or } v \leftarrow v - \theta \;(\texttt{subtract}),
 
-    With constant drive and ``subtract`` the rate is exactly :math:`I_\mathrm{bias}/(\theta\tau)`
-    (seed 004 eq. 4b); with ``zero`` the residual above θ is lost, giving the stepped
-    response of seed 000 Fig. 1a. An optional absolute refractory period clamps v.
+    then ``v`` is clamped for the refractory period (Brian2's ``(unless refractory)``).
+    Roles (read by every engine through :mod:`bioconv.models`): threshold variable and
+    readout variable ``v``, presynaptic spikes jump ``v`` (delta synapses).
     """
-
-    reset: Reset = "zero"
-    tau: Quantity = time_field(1)
-    refractory: Quantity = time_field(0)
 
     kind = "if"
     method = EXACT_AFFINE
     psp_target = "v"
     psp_gain = 1.0
+    threshold = "v > theta"
+    threshold_variable = "v"
+    readout_variable = "v"
 
-    def __post_init__(self) -> None:
-        _check_reset("IF", self.reset)
-        _check_time("IF", "tau", self.tau)
-        _check_time("IF", "refractory", self.refractory, allow_zero=True)
+    def _check(self, owner: str) -> None:
+        _check_reset(owner, self.reset)
+        for name in self._times:
+            _check_time(owner, name, getattr(self, name))
+        _check_time(owner, "refractory", self.refractory, allow_zero=True)
+
+    def _leak(self) -> str:  # the -v/tau_m term; none for IF (tau_m -> infinity)
+        return "-v/tau_m + " if hasattr(self, "tau_m") else ""
 
     @property
     def state_variables(self) -> tuple[str, ...]:
         return ("v",)
 
     def equations(self) -> Equations:
+        constants = {name: getattr(self, name) for name in self._times}
         return Equations(
-            f"""dv/dt = I_bias/tau + I_syn : 1 {_unless_refractory(self.refractory)}
+            f"""dv/dt = {self._leak()}I_bias/tau + I_syn : 1 {_unless_refractory(self.refractory)}
             I_bias : 1 (constant)
             theta : 1 (constant)""",
-            tau=self.tau,
+            **constants,
         )
-
-    threshold = "v > theta"
 
     @property
     def reset_code(self) -> str:
@@ -101,7 +103,29 @@ class IF:
 
 
 @dataclass(frozen=True)
-class LIF:
+class IF(_IntegrateAndFire):
+    r"""Non-leaky integrate-and-fire neuron (the "standard IF" of Rueckauer et al. 2017 with ``reset="zero"``).
+
+    :math:`dv/dt = I_\mathrm{bias}/\tau + I_\mathrm{syn}`: the maths of
+    :class:`_IntegrateAndFire` without the leak. With constant drive and ``subtract`` the
+    rate is exactly :math:`I_\mathrm{bias}/(\theta\tau)` (Rueckauer et al. 2017);
+    with ``zero`` the residual above θ is lost (the stepped response of Diehl et al. 2015).
+    An optional absolute refractory period clamps v.
+    """
+
+    reset: Reset = "zero"
+    tau: Quantity = time_field(1)
+    refractory: Quantity = time_field(0)
+
+    kind = "if"
+    _times = ("tau",)
+
+    def __post_init__(self) -> None:
+        self._check("IF")
+
+
+@dataclass(frozen=True)
+class LIF(_IntegrateAndFire):
     r"""Leaky integrate-and-fire neuron.
 
     .. math::
@@ -121,36 +145,15 @@ class LIF:
     refractory: Quantity = time_field(0)
 
     kind = "lif"
-    method = EXACT_AFFINE
-    psp_target = "v"
-    psp_gain = 1.0
+    _times = ("tau_m", "tau")
 
     def __post_init__(self) -> None:
-        _check_reset("LIF", self.reset)
-        _check_time("LIF", "tau_m", self.tau_m)
-        _check_time("LIF", "tau", self.tau)
-        _check_time("LIF", "refractory", self.refractory, allow_zero=True)
-
-    @property
-    def state_variables(self) -> tuple[str, ...]:
-        return ("v",)
-
-    def equations(self) -> Equations:
-        return Equations(
-            f"""dv/dt = -v/tau_m + I_bias/tau + I_syn : 1 {_unless_refractory(self.refractory)}
-            I_bias : 1 (constant)
-            theta : 1 (constant)""",
-            tau=self.tau,
-            tau_m=self.tau_m,
-        )
-
-    threshold = "v > theta"
-    reset_code = IF.reset_code
+        self._check("LIF")
 
 
 @dataclass(frozen=True)
 class SRM:
-    r"""Spike response model (seed 003 eq. 1-4), no reset.
+    r"""Spike response model (Gerstner's SRM as used by Rueckauer et al.), no reset.
 
     .. math::
         u(t) = \sum_j w_j (\varepsilon * s_j)(t) + (\nu * s_\mathrm{out})(t) + u_\mathrm{bias},
@@ -173,11 +176,12 @@ class SRM:
 
     kind = "srm"
     method = EXACT_AFFINE
+    _times = ("tau_s", "tau_r", "tau")
     psp_target = "y"
     psp_gain = math.e
 
     def __post_init__(self) -> None:
-        for name in ("tau_s", "tau_r", "tau"):
+        for name in self._times:
             _check_time("SRM", name, getattr(self, name))
 
     @property
@@ -199,6 +203,8 @@ class SRM:
         )
 
     threshold = "u > theta"
+    threshold_variable = "u"
+    readout_variable = "u"
     reset_code = "r -= 2*theta"
     refractory = 0 * ms
     reset = "none"

@@ -19,17 +19,21 @@ from bioconv.atomic import atomic_path
 from bioconv.neurons import _check_time, time_field
 
 Coding = Literal["bernoulli", "poisson", "current"]
-Readout = Literal["count", "voltage"]
+Readout = Literal["count", "voltage", "integrate"]
 CODINGS: tuple[str, ...] = ("bernoulli", "poisson", "current")
-READOUTS: tuple[str, ...] = ("count", "voltage")
+READOUTS: tuple[str, ...] = ("count", "voltage", "integrate")
 
 
 @dataclass(frozen=True)
 class SimConfig:
     """How to simulate: duration per image, time step, input coding, readout and seed.
 
-    ``bin`` is the width of the time bins in which output counts (and, for the voltage
-    readout, output membrane potentials) are sampled, giving accuracy vs time.
+    ``bin`` is the width of the time bins in which output counts (and, for the voltage and
+    integrating readouts, output membrane potentials) are sampled, giving accuracy vs time.
+    ``readout``: ``"count"`` (most output spikes), ``"voltage"`` (highest potential of the
+    spiking output neurons, which still fire and reset) or ``"integrate"`` (the output layer
+    is a non-spiking, non-leaky integrator of its synaptic input and bias,
+    :func:`bioconv.models.readout_dynamics`; its potential is the class score).
     ``record_times`` names the layers whose spike times are recorded (counts are always
     recorded for every layer).
     """
@@ -130,12 +134,15 @@ class SimResult:
 
         Count readout: argmax of cumulative output spikes (lowest index wins ties);
         an image whose output layer has not spiked yet is predicted ``-1`` (wrong).
-        Voltage readout: argmax of the output membrane potential.
+        Voltage readout: argmax of the output membrane potential of the (spiking, resetting)
+        output neurons. Integrating readout: argmax of the potential of non-spiking output
+        neurons that integrate their input without reset (their count is always 0).
         """
         readout = readout or self.config.readout
-        if readout == "voltage":
+        if readout in ("voltage", "integrate"):
             if self.output_v is None:
-                raise ValueError("this result has no membrane potentials; simulate with readout='voltage'")
+                raise ValueError("this result has no membrane potentials; simulate with readout='voltage' or "
+                                 "'integrate'")
             return np.argmax(self.output_v, axis=-1)
         pred = np.argmax(self.output_counts, axis=-1)
         return np.where(self.output_counts.max(axis=-1) > 0, pred, -1)

@@ -80,16 +80,21 @@ class Alpha:
 
 @dataclass(frozen=True)
 class Exponential:
-    r"""First-order current synapse with unit total charge per unit weight.
+    r"""Current-based first-order (exponential) synapse with unit total charge per unit weight.
 
     .. math::
         \tau_s \dot I_\mathrm{syn} = -I_\mathrm{syn}, \qquad \text{spike: } I_\mathrm{syn} \mathrel{+}= w/\tau_s
+
+    so one spike gives :math:`I_\mathrm{syn}(t) = \frac{w}{\tau_s} e^{-t/\tau_s}`, whose
+    integral is exactly :math:`w` (the current-based synapse of a CUBA LIF neuron).
     """
 
     tau_s: Quantity = time_field(5)
 
     kind = "exponential"
-    state_variables = ("I_syn",)
+
+    def __post_init__(self) -> None:
+        _check_time("Exponential", "tau_s", self.tau_s)
 
     def post_equations(self, neuron: Any) -> Equations:
         if isinstance(neuron, SRM):
@@ -101,6 +106,10 @@ class Exponential:
 
     def on_pre(self, neuron: Any) -> str:
         return f"I_syn_post += w/({float(self.tau_s / ms)!r}*ms)"
+
+    @property
+    def state_variables(self) -> tuple[str, ...]:
+        return ("I_syn",)
 
 
 SynapseModel = Union[Delta, Alpha, Exponential]

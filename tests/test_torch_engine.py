@@ -211,22 +211,22 @@ def test_fused_kernel_is_bit_identical_to_event_propagation(tiny, mnist_small, n
 
 
 def test_auto_propagation_picks_fused_or_falls_back(tiny, mnist_small):
+    """The fused kernel runs refractoriness, current input and spike-time recording; graphs it cannot run fall back."""
     x, y = mnist_small
     cfg = SimConfig(duration=20 * ms)
-    assert te.simulate(tiny.with_models(neuron=IF(), synapse=Delta()), x[:2], y[:2], cfg,
-                       progress=False).meta["propagation"] == "fused"
-    unsupported = [
-        (tiny.with_models(neuron=LIF(refractory=2 * ms), synapse=Delta()), cfg, "refractory"),
-        (tiny.with_models(neuron=IF(), synapse=Delta()), SimConfig(duration=20 * ms, coding="current"), "current"),
-        (tiny.with_models(neuron=IF(), synapse=Delta()), SimConfig(duration=20 * ms, record_times=("l1",)),
-         "record_times"),
+    runs = [
+        (tiny.with_models(neuron=IF(), synapse=Delta()), cfg),
+        (tiny.with_models(neuron=LIF(refractory=2 * ms), synapse=Delta()), cfg),
+        (tiny.with_models(neuron=IF(), synapse=Delta()), SimConfig(duration=20 * ms, coding="current")),
+        (tiny.with_models(neuron=IF(), synapse=Delta()),
+         SimConfig(duration=20 * ms, record_times=(tiny.spiking_layers[0].name,))),
     ]
-    for graph, config, reason in unsupported:
-        if config.record_times:
-            config = SimConfig(duration=20 * ms, record_times=(graph.spiking_layers[0].name,))
-        assert te.simulate(graph, x[:2], y[:2], config, progress=False).meta["propagation"] == "event"
-        with pytest.raises(ValueError, match=reason):
-            te.simulate(graph, x[:2], y[:2], config, propagation="fused", progress=False)
+    for graph, config in runs:
+        assert te.simulate(graph, x[:2], y[:2], config, progress=False).meta["propagation"] == "fused"
+    with pytest.raises(ValueError, match="without neuron or synapse models"):
+        te.simulate(tiny, x[:2], y[:2], cfg, propagation="fused", progress=False)
+    with pytest.raises(ValueError, match="no neuron model"):
+        te.simulate(tiny, x[:2], y[:2], cfg, progress=False)  # auto: the event path's error
 
 
 def test_fused_threaded_input_trains_equal_one_call(mnist_small):

@@ -16,6 +16,12 @@ Measured in the same process, one after the other:
 
 then prints images/s, the ratio torch / Brian2, and the fraction of neurons whose spike
 counts agree between each torch run and Brian2.
+
+``--configs`` adds one row per model configuration of the fused kernel (float64, the
+same network with other models, :data:`CONFIGS`): IF/LIF/SRM × delta/alpha, LIF with a
+2 ms refractory period, current input, a gated max-pool network (the network's first
+average pool replaced by a max-pool) and spike-time recording, each with its images/s and
+ratio to the Brian2 run above (which uses the base configuration).
 """
 
 from __future__ import annotations
@@ -33,6 +39,42 @@ def _torch_run(graph, images, labels, config, device: str, dtype: str, propagati
     result = simulate(graph, images, labels, config, device=device, dtype=dtype, batch_size=100,
                       propagation=propagation, progress=False)
     return result, time.perf_counter() - start
+
+
+def _configs():
+    from brian2 import ms
+
+    from bioconv.neurons import IF, LIF, SRM
+    from bioconv.synapses import Alpha, Delta
+
+    return {
+        "IF subtract, delta": (IF(reset="subtract"), Delta(), {}),
+        "IF zero, delta": (IF(reset="zero"), Delta(), {}),
+        "IF subtract, alpha 5 ms": (IF(reset="subtract"), Alpha(tau_s=5 * ms), {}),
+        "LIF 20 ms, delta": (LIF(tau_m=20 * ms, reset="subtract"), Delta(), {}),
+        "LIF 20 ms, alpha 5 ms": (LIF(tau_m=20 * ms, reset="subtract"), Alpha(tau_s=5 * ms), {}),
+        "LIF 20 ms, refractory 2 ms": (LIF(tau_m=20 * ms, reset="subtract", refractory=2 * ms), Delta(), {}),
+        "SRM 5 ms, delta": (SRM(tau_s=5 * ms, tau_r=5 * ms), Delta(), {}),
+        "IF subtract, current input": (IF(reset="subtract"), Delta(), {"coding": "current"}),
+        "IF subtract, spike times": (IF(reset="subtract"), Delta(), {"record": True}),
+    }
+
+
+def config_rows(graph, images, labels, config, brian_rate: float) -> None:
+    """One fused float64 row per model configuration (:func:`_configs`)."""
+    from dataclasses import replace
+
+    n = len(images)
+    print(f"{'fused float64 configuration':40s} {'img/s':>9s} {'vs brian2':>10s} {'accuracy':>9s}")
+    for name, (neuron, synapse, extra) in _configs().items():
+        g = graph.with_models(neuron=neuron, synapse=synapse)
+        cfg = config
+        if extra.get("coding"):
+            cfg = replace(cfg, coding=extra["coding"])
+        if extra.get("record"):
+            cfg = replace(cfg, record_times=tuple(layer.name for layer in g.spiking_layers))
+        res, secs = _torch_run(g, images, labels, cfg, "cpu", "float64", "fused")
+        print(f"{name:40s} {n / secs:9.1f} {n / secs / brian_rate:9.2f}x {res.accuracy:9.3f}", flush=True)
 
 
 def identical_fraction(a, b) -> float:
@@ -90,6 +132,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"{name:32s} {rate:9.1f} {rate / brian_rate:15.2f}x")
     print(f"{'brian2 cpp, %d workers' % workers:32s} {brian_rate:9.1f} {1.0:15.2f}x")
     print()
+    if getattr(args, "configs", False) and device == "cpu":
+        config_rows(graph, ds.images, ds.labels, config, brian_rate)
+        print()
     pairs = sum(v.size for v in brian.counts.values())
     for (dtype, prop), res in results.items():
         print(f"identical spike counts, torch {dtype} {prop} vs brian2 cpp: {identical_fraction(res, brian):.6f} "

@@ -1,4 +1,5 @@
-"""Benchmarks that print figures (not timed tests): ``bioconv bench brian2`` and ``bioconv bench torch``.
+"""Benchmarks that print figures (not timed tests): ``bioconv bench brian2``, ``torch`` and ``peer``
+(SpikingJelly side by side, needs the ``peer`` extra).
 
 Each benchmark lives in :mod:`bioconv.benchmarks` and measures in one run, printing
 the ratios it reports.
@@ -12,6 +13,7 @@ import importlib
 BENCHMARKS = {
     "brian2": "bioconv.benchmarks.brian2_bench",
     "torch": "bioconv.benchmarks.torch_bench",
+    "peer": "bioconv.benchmarks.peer_bench",
 }
 
 
@@ -26,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="average pools as IF layers (default, the network of the issue-3/4 targets) or folded "
                              "into the next layer (as `bioconv convert` does by default)")
     parser.add_argument("--device", default="cpu", help="torch device for the torch benchmark (cpu or cuda)")
+    parser.add_argument("--configs", action="store_true",
+                        help="torch: add one fused float64 row per model configuration (IF/LIF/SRM x delta/alpha, "
+                             "refractory, current input, spike-time recording)")
+    parser.add_argument("--steps", type=int, default=100, help="peer: time steps of 1 ms (default 100)")
+    parser.add_argument("--batch", type=int, default=50, help="peer: images per batch (default 50)")
+    parser.add_argument("--calib", type=int, default=500, help="peer: training images for max norm (default 500)")
     parser.add_argument("--data-dir", help="dataset folder (default: $BIOCONV_DATA_DIR or the user cache)")
 
 

@@ -33,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dt", default="1ms", help="time step (default 1ms)")
     parser.add_argument("--bin", default=None, help="width of the accuracy-vs-time bins (default: dt)")
     parser.add_argument("--coding", choices=["bernoulli", "poisson", "current"], default="bernoulli")
-    parser.add_argument("--readout", choices=["count", "voltage"], default="count")
+    parser.add_argument("--readout", choices=["count", "voltage", "integrate"], default="count",
+                        help="count: most output spikes; integrate: non-spiking integrating output layer, highest "
+                             "potential wins; voltage: highest potential of the spiking output neurons (default count)")
     parser.add_argument("--record-times", nargs="*", default=[], metavar="LAYER", help="layers whose spike times are kept")
     parser.add_argument("--workers", type=int, default=1, help="binaries (brian2 standalone) run in parallel (default 1)")
     parser.add_argument("--batch-size", type=int, default=None, help="images per binary run / torch batch")

@@ -77,8 +77,12 @@ def _assemble(plan: Plan, arrays: dict[str, np.ndarray], n: int, labels: np.ndar
                       arrays[f"final:{plan.output.name}:spike_count"].reshape(1, n_out)]).astype(np.int64)
     output_counts = (bins[1:].reshape(B, nb, n_out) - bins[0:B * nb:nb][:, None, :])[:n]
     output_v = None
-    if cfg.readout == "voltage":
+    if cfg.readout in ("voltage", "integrate"):
         neuron = plan.graph.neuron_for(plan.output.name)
+        if cfg.readout == "integrate":
+            from bioconv.models import readout_neuron
+
+            neuron = readout_neuron(neuron)
         finals = {v: arrays[f"final:{plan.output.name}:{v}"].reshape(1, n_out) for v in neuron.state_variables}
         last = finals["psi"] + finals["r"] if neuron.kind == "srm" else finals[neuron.psp_target]
         output_v = np.vstack([arrays["vbins"].reshape(-1, n_out), last])[1:].reshape(B, nb, n_out)[:n]

@@ -22,6 +22,8 @@ explicit namespaces, synapses with a scalar delay of 0):
 - a max-pool layer is a relay group (``v : 1``, threshold ``v > 0.5``, reset ``v = 0``) fed by
   the gate of :class:`bioconv.connectivity.GatedMaxPool` (``<pool>_syn``, its counts reset
   per image).
+- with ``readout="integrate"`` the output group has no threshold and no reset and integrates
+  (:func:`bioconv.models.readout_neuron`); ``out_v_mon`` records its ``v``.
 - monitors: ``<layer>_count_mon`` (cumulative ``spike_count`` every image start),
   ``out_bin_mon`` (output ``spike_count`` every bin), ``out_v_mon`` (voltage readout) and
   ``<layer>_spikes`` (``SpikeMonitor``, only for ``config.record_times``), all recorded at
@@ -302,9 +304,13 @@ def build_network(plan: Plan, values: dict[str, np.ndarray]) -> Built:
     out_group = objects[plan.output.name]
     outputs["bins"] = (StateMonitor(out_group, "spike_count", record=True, dt=cfg.bin, when="start", order=-1,
                                     name="out_bin_mon"), "spike_count")
-    if cfg.readout == "voltage":
+    if cfg.readout in ("voltage", "integrate"):
         neuron = graph.neuron_for(plan.output.name)
-        var = "u" if neuron.kind == "srm" else neuron.psp_target
+        if cfg.readout == "integrate":
+            from bioconv.models import readout_neuron
+
+            neuron = readout_neuron(neuron)
+        var = neuron.readout_variable
         outputs["vbins"] = (StateMonitor(out_group, var, record=True, dt=cfg.bin, when="start", order=-1,
                                          name="out_v_mon"), var)
         for v in neuron.state_variables:
@@ -327,11 +333,18 @@ def _build_population(plan: Plan, layer: ir.Layer, objects: dict, values: dict, 
     graph = plan.graph
     neuron = graph.neuron_for(layer.name)
     n = int(np.prod(layer.output_shape))
+    integrate = plan.config.readout == "integrate" and layer is plan.output  # non-spiking integrator output
+    if integrate:
+        from bioconv.models import readout_neuron
+
+        neuron = readout_neuron(neuron)
     eqs = neuron.equations() + graph.synapse.post_equations(neuron)
     eqs = eqs + Equations("spike_count : integer")
     refractory = neuron.refractory if float(neuron.refractory) > 0 else False
     first_current = plan.current and layer is plan.layers[0]
-    group = NeuronGroup(n, eqs, threshold=neuron.threshold, reset=f"{neuron.reset_code}\nspike_count += 1",
+    # the integrator never fires; its constant-false threshold keeps the spike monitors valid
+    group = NeuronGroup(n, eqs, threshold="False" if integrate else neuron.threshold,
+                        reset=None if integrate else f"{neuron.reset_code}\nspike_count += 1",
                         refractory=refractory, method=neuron.method, name=layer.name,
                         namespace={"ta_bias": ta} if first_current else {})
     state = list(neuron.state_variables) + [v for v in graph.synapse.state_variables if v in group.variables]

@@ -23,10 +23,12 @@ updates; this is exactly the step-by-step result. Three ways to compute the inpu
   input pathway before ``<input>_neg``), so float64 CPU sums are Brian2's bit for bit;
 * ``"dense"``: ``conv2d``/``linear`` of the (steps × images) spike maps (float32 / GPU);
   pools still propagate events;
-* ``"fused"`` (CPU; IF/LIF with delta synapses): the event additions of ``"event"`` in a
-  compiled loop over images × steps × layers (:mod:`bioconv.engines.fused`), bit-identical
-  to ``"event"`` and the fastest mode on CPUs;
-* ``"auto"`` (default): ``"fused"`` on the CPU when the models allow it, else ``"event"``.
+* ``"fused"`` (CPU; every neuron/synapse model, refractoriness, current input, the gated
+  max-pool, spike-time recording): the event additions of ``"event"`` in a compiled loop
+  over images × steps × layers whose per-model code is generated from the models layer
+  (:mod:`bioconv.engines.fused`), bit-identical to ``"event"`` in float64;
+* ``"auto"`` (default): ``"fused"`` on the CPU unless the graph has layers it does not
+  run (multi-input layers), else ``"event"``.
 
 Graphs with several inputs per layer (:class:`~bioconv.ir.Add`, :class:`~bioconv.ir.Concat`)
 run population by population in topological order; a population's input is the sum of its
@@ -74,7 +76,8 @@ class Inbound:
     """One incoming term of a population: weighted layer ``layer`` reading the populations ``sources``
     (the segments of its view, in flat order).
 
-    ``weight`` (dense propagation): the conv/dense weight times the on_pre gain.
+    ``weight`` (dense propagation): the conv/dense weight mapped through the on_pre expression
+    (:meth:`~bioconv.models.Dynamics.weights`).
     ``tables`` (event propagation): per segment, the outgoing synapses of every presynaptic
     neuron as a padded table (n_pre, max fan-out) of postsynaptic indices and weights in
     Brian2's synapse order (padding adds 0.0 to neuron 0, which changes nothing).
@@ -114,7 +117,7 @@ class LayerPlan:
     """One spiking population compiled for torch: propagator, constants and its incoming terms."""
 
     layer: Any
-    prop: tm.Propagator
+    prop: tm.Dynamics
     theta: torch.Tensor  # (1, n)
     i_bias: torch.Tensor  # (1, n)
     inbound: tuple[Inbound, ...]
@@ -139,10 +142,19 @@ def _events(targets: torch.Tensor, table: torch.Tensor, n: int, b: torch.Tensor,
     return flat, weights.reshape(-1)
 
 
-def _event_table(conn: Any, gain: float, dtype: torch.dtype, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def _layer_dynamics(graph: ir.Graph, layer: Any, neuron: Any, config: SimConfig, dt_s: float) -> tm.Dynamics:
+    """The layer's :class:`~bioconv.models.Dynamics`: the max-pool relay, the integrating readout, or its model."""
+    if isinstance(layer, ir.MaxPool2d):
+        return tm.RELAY
+    if config.readout == "integrate" and layer.name == graph.spiking_layers[-1].name:
+        return tm.readout_dynamics(neuron, graph.synapse, dt_s)
+    return tm.make_dynamics(neuron, graph.synapse, dt_s)
+
+
+def _event_table(conn: Any, weights: Any, dtype: torch.dtype, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Padded per-presynaptic-neuron synapse table of one projection's :class:`Connectivity`."""
     order = np.argsort(conn.i, kind="stable")  # Brian2 order: by presynaptic neuron, then synapse index
-    pre, post, w = conn.i[order], conn.j[order], conn.w[order] * gain
+    pre, post, w = conn.i[order], conn.j[order], weights(conn.w[order])
     deg = np.bincount(pre, minlength=conn.n_pre)
     width = int(deg.max(initial=1))
     starts = np.concatenate([[0], np.cumsum(deg)[:-1]])
@@ -178,7 +190,7 @@ def compile_graph(
         neuron = graph.neuron_for(layer.name)
         if neuron is None:
             raise ValueError(f"layer {layer.name!r} has no neuron model; set Graph.neuron or layer_neurons")
-        prop = tm.make_propagator(neuron, graph.synapse, dt_s)
+        prop = _layer_dynamics(graph, layer, neuron, config, dt_s)
         shape = tuple(layer.output_shape)
         inbound = []
         if isinstance(layer, ir.MaxPool2d):
@@ -191,10 +203,10 @@ def compile_graph(
                 sources = tuple(p.source for p in mine)
                 if propagation == "event" or isinstance(w, ir.AvgPool2d):
                     # pools always propagate events: one target per spike is cheaper than a dense pool
-                    tables = tuple(_event_table(p.synapses, prop.gain, dtype, device) for p in mine)
+                    tables = tuple(_event_table(p.synapses, prop.weights, dtype, device) for p in mine)
                     inbound.append(Inbound(w, sources, None, tables))
                 else:
-                    weight = torch.as_tensor(np.asarray(w.weight, np.float64) * prop.gain, dtype=dtype, device=device)
+                    weight = torch.as_tensor(prop.weights(w.weight), dtype=dtype, device=device)
                     inbound.append(Inbound(w, sources, weight, ()))
         i_bias = _per_neuron(pj.bias(graph, layer.name).reshape(shape), shape, dtype, device)
         theta = _per_neuron(layer.threshold, shape, dtype, device)
@@ -255,7 +267,6 @@ def _run_layer(
         return spikes, counts, v_out
     prop = plan.prop
     state = tm.init_state(prop, (batch, plan.n), dtype, device)
-    bias_terms = tm.bias_terms(prop, bias)
     spikes = torch.empty((n_steps, batch, plan.n), dtype=torch.bool, device=device)
     counts = torch.zeros((batch, plan.n), dtype=torch.int32, device=device)
     record = {t: k for k, t in enumerate(v_steps)}
@@ -299,11 +310,11 @@ def _run_layer(
                     d = parts[0]
                 elif parts:
                     d = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
-            s_t = tm.step(prop, state, bias_terms, plan.theta, d, t)
+            s_t = tm.step(prop, state, bias, plan.theta, d, t)
             spikes[t] = s_t
             counts += s_t
             if t in record:
-                v_out[record[t]] = state["psi"] + state["r"] if prop.kind == "srm" else state["v"]
+                v_out[record[t]] = tm.readout_value(prop, state)
     return spikes, counts, v_out
 
 
@@ -339,7 +350,7 @@ def simulate_batch(
     bias0 = _first_layer_bias(plans, graph, rates, signs, dtype, device) if config.coding == "current" else None
     t_encode = time.perf_counter()
     counts, spike_times, bin_counts = {}, {}, {}
-    v_steps = list(range(spb - 1, n_steps, spb)) if config.readout == "voltage" else []
+    v_steps = list(range(spb - 1, n_steps, spb)) if config.readout in ("voltage", "integrate") else []
     out_v = None
     with torch.inference_mode():
         for k, plan in enumerate(plans):
@@ -379,7 +390,7 @@ def _simulate_fused(graph: ir.Graph, images: np.ndarray, labels: np.ndarray, con
 
     t0 = time.perf_counter()
     net = fused.FusedNetwork(graph, config, np.dtype(dtype))
-    out = fused.Outputs(net, len(images), config.n_bins, config.readout == "voltage")
+    out = fused.Outputs(net, len(images), config.n_bins, config.readout in ("voltage", "integrate"), config.record_times)
     timings = {"build_s": time.perf_counter() - t0, "encode_s": 0.0}
     starts = range(0, len(images), int(batch_size))
     t_run = time.perf_counter()
@@ -391,7 +402,7 @@ def _simulate_fused(graph: ir.Graph, images: np.ndarray, labels: np.ndarray, con
     timings["total_s"] = time.perf_counter() - t0
     log.info("torch engine: %d images in %.2f s (cpu, %s, fused)", len(images), timings["total_s"], dtype)
     return SimResult(engine="torch", config=config, counts=out.per_layer(), output_counts=out.out_bins, labels=labels,
-                     output_v=out.output_v(), spike_times={}, timings=timings, meta=meta,
+                     output_v=out.output_v(), spike_times=out.spike_times(), timings=timings, meta=meta,
                      layer_bin_counts=out.layer_bins())
 
 
@@ -422,7 +433,7 @@ def simulate(
         ``"dense"`` computes the summed input of Conv2d/Dense layers with ``conv2d``/``linear``
         per chunk of steps (faster in float32, on GPUs and for dense spiking; sums differ in the
         last bits); pooling layers always propagate events. ``"fused"`` runs the compiled
-        CPU kernel of :mod:`bioconv.engines.fused` (IF/LIF with delta synapses): the same
+        CPU kernel of :mod:`bioconv.engines.fused` (every model): the same
         additions in the same order as ``"event"`` (float64: Brian2's sums bit for bit), one
         pass per image through all layers, images in parallel on ``torch.get_num_threads()``
         threads; other models raise ``ValueError``.

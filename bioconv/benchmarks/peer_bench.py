@@ -1,0 +1,104 @@
+"""``bioconv bench peer``: bioconv's torch engine side by side with SpikingJelly's ann2snn, same network and job.
+
+Both start from the same trained checkpoint (``--ckpt``, default ``runs/ann/cnn7-mnist.pt``)
+and the same MNIST test images, and run the same job: IF neurons with reset by
+subtraction, max-norm conversion on ``--calib`` training images, T = ``--steps`` steps of
+1 ms, batch ``--batch``, ``--workers`` threads, with
+
+* analog input (SpikingJelly feeds the image every step; bioconv ``coding="current"``,
+  the first layer receives :math:`\\tau\\sum_i w_i r_i` as a constant current), and
+* Bernoulli input (SpikingJelly: one Bernoulli sample of the pixel intensities per step;
+  bioconv ``coding="bernoulli"``).
+
+SpikingJelly: ``ann2snn.Converter(RateCodingRecipe(mode="max"))`` (IFNode, reset by
+subtraction, threshold 1 after max scaling), classification by the summed outputs.
+bioconv: :func:`bioconv.normalize.data_based_norm` (max norm, target rate 1000 Hz = one
+spike per step, input 1000 Hz), IF subtract with delta synapses, the torch engine's default
+(fused float64 kernel on the CPU), count readout. Prints both accuracies and images/s and
+the speed ratio. Needs the ``peer`` extra (``pip install spikingjelly``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+
+def _spikingjelly(model, calib: np.ndarray, images: np.ndarray, labels: np.ndarray, steps: int, batch: int,
+                  bernoulli: bool, seed: int = 0) -> tuple[float, float]:
+    import torch
+    from spikingjelly.activation_based import functional
+    from spikingjelly.activation_based.ann2snn import Converter, RateCodingRecipe
+
+    loader = [(torch.as_tensor(calib[k:k + 100], dtype=torch.float32), torch.zeros(len(calib[k:k + 100])))
+              for k in range(0, len(calib), 100)]
+    snn = Converter(RateCodingRecipe(dataloader=loader, mode="max")).convert(model).eval()
+    gen = torch.Generator().manual_seed(seed)
+    correct = 0
+    start = time.perf_counter()
+    with torch.no_grad():
+        for k in range(0, len(images), batch):
+            x = torch.as_tensor(images[k:k + batch], dtype=torch.float32)
+            functional.reset_net(snn)
+            out = 0
+            for _ in range(steps):
+                inp = torch.bernoulli(x.clamp(0, 1), generator=gen) if bernoulli else x
+                out = out + snn(inp)
+            correct += int((out.argmax(1).numpy() == labels[k:k + batch]).sum())
+    secs = time.perf_counter() - start
+    return correct / len(images), len(images) / secs
+
+
+def _bioconv(model, meta, calib: np.ndarray, images: np.ndarray, labels: np.ndarray, steps: int, batch: int,
+             coding: str) -> tuple[float, float]:
+    from brian2 import Hz, ms
+
+    from bioconv import normalize
+    from bioconv.engines.torch import simulate
+    from bioconv.from_torch import from_torch
+    from bioconv.neurons import IF
+    from bioconv.pool_folding import prepare_pools
+    from bioconv.simulation import SimConfig
+    from bioconv.synapses import Delta
+
+    graph = prepare_pools(from_torch(model, meta["input_shape"]), "fold")
+    stats = normalize.activation_stats(graph, calib)
+    graph = normalize.data_based_norm(graph, stats, percentile=None, target_rate=1000 * Hz, input_rate=1000 * Hz,
+                                      neuron=IF(reset="subtract"), synapse=Delta(), dt=1 * ms)
+    config = SimConfig(duration=steps * ms, dt=1 * ms, coding=coding)
+    simulate(graph, images[:2], labels[:2], config, progress=False)  # warm-up (kernel load)
+    start = time.perf_counter()
+    result = simulate(graph, images, labels, config, batch_size=batch, progress=False)
+    secs = time.perf_counter() - start
+    return result.accuracy, len(images) / secs
+
+
+def main(args: argparse.Namespace) -> int:
+    import torch
+
+    try:
+        import spikingjelly  # noqa: F401
+    except ImportError:
+        raise ValueError("bioconv bench peer needs SpikingJelly: pip install 'bioconv[peer]' (or spikingjelly)") from None
+    from bioconv.ann import load_checkpoint
+    from bioconv.benchmarks.brian2_bench import DEFAULT_CKPT
+    from bioconv.data import load_dataset, subset
+
+    ckpt = args.ckpt or str(DEFAULT_CKPT)
+    model, meta = load_checkpoint(ckpt)
+    torch.set_num_threads(int(args.workers))
+    test = subset(load_dataset(meta["dataset"], "test", args.data_dir), args.n)
+    calib = load_dataset(meta["dataset"], "train", args.data_dir).images[: int(args.calib)]
+    steps, batch = int(args.steps), int(args.batch)
+    print(f"checkpoint {ckpt}; {len(test.images)} test images, T = {steps} steps, batch {batch}, "
+          f"{torch.get_num_threads()} threads; IF reset by subtraction, max norm on {len(calib)} train images")
+    print(f"{'input':10s} {'engine':12s} {'accuracy':>9s} {'img/s':>9s}")
+    for label, coding in (("analog", "current"), ("bernoulli", "bernoulli")):
+        sj_acc, sj_rate = _spikingjelly(model, calib, test.images, test.labels, steps, batch, coding == "bernoulli")
+        print(f"{label:10s} {'spikingjelly':12s} {sj_acc:9.4f} {sj_rate:9.1f}", flush=True)
+        bc_acc, bc_rate = _bioconv(model, meta, calib, test.images, test.labels, steps, batch, coding)
+        print(f"{label:10s} {'bioconv':12s} {bc_acc:9.4f} {bc_rate:9.1f}   ({bc_rate / sj_rate:.2f}x SpikingJelly)",
+              flush=True)
+    return 0

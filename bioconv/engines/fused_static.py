@@ -1,0 +1,206 @@
+r"""The model-independent part of the fused kernel's source (appended to the generated module).
+
+``run`` loops over images (``numba.prange``), steps and layers in Brian2's schedule:
+``update`` (groups + thresholds, generated), spike list, synaptic delivery of the layer
+below's spikes of this step (or the input's, +1 pathway then the ``_neg`` pathway), the
+gated max-pool for pool layers, ``reset`` (generated), counting and spike recording.
+See :mod:`bioconv.engines.fused` for the data layout.
+"""
+
+STATIC = r'''
+@numba.njit(cache=True, inline="always")
+def collect(fired, words, lo, hi, spk):
+    """Write the indices k in [lo, hi) with fired[k] to spk[lo:lo+n], ascending; return n."""
+    n = 0
+    k = lo
+    while k < hi and (k & 7) != 0:
+        if fired[k]:
+            spk[lo + n] = k
+            n += 1
+        k += 1
+    while k + 8 <= hi:
+        if words[k >> 3] != 0:
+            for j in range(k, k + 8):
+                if fired[j]:
+                    spk[lo + n] = j
+                    n += 1
+        k += 8
+    while k < hi:
+        if fired[k]:
+            spk[lo + n] = k
+            n += 1
+        k += 1
+    return n
+
+
+@numba.njit(cache=True, inline="always")
+def deliver(dst, lo, l, i, sign, conv, cl, geo, wconv, rowptr, row_off, cols, weights):
+    """Add presynaptic neuron i's outgoing weights (times ``sign``) to ``dst[lo + j]``."""
+    if conv[l]:
+        c_out, h_o, w_o, kh, kw, sh, sw, ph, pw, h_in, w_in, w0 = (
+            geo[l, 0], geo[l, 1], geo[l, 2], geo[l, 3], geo[l, 4], geo[l, 5], geo[l, 6], geo[l, 7],
+            geo[l, 8], geo[l, 9], geo[l, 10], geo[l, 11])
+        c = i // (h_in * w_in)
+        rem = i - c * h_in * w_in
+        y = rem // w_in
+        x = rem - y * w_in
+        plane = h_o * w_o
+        for dy in range(kh):
+            ty = y + ph - dy
+            if ty < 0 or ty % sh != 0 or ty // sh >= h_o:
+                continue
+            for dx in range(kw):
+                tx = x + pw - dx
+                if tx < 0 or tx % sw != 0 or tx // sw >= w_o:
+                    continue
+                pos = (ty // sh) * w_o + tx // sw
+                wb = w0 + ((c * kh + dy) * kw + dx) * c_out
+                src = wconv[wb:wb + c_out]
+                if cl[l]:
+                    tgt = dst[lo + pos * c_out:lo + (pos + 1) * c_out]
+                    if sign > 0:
+                        for o in range(c_out):
+                            tgt[o] += src[o]
+                    else:
+                        for o in range(c_out):
+                            tgt[o] -= src[o]
+                elif sign > 0:
+                    for o in range(c_out):
+                        dst[lo + pos + o * plane] += src[o]
+                else:
+                    for o in range(c_out):
+                        dst[lo + pos + o * plane] -= src[o]
+    else:
+        r = row_off[l] + i
+        if sign > 0:
+            for s in range(rowptr[r], rowptr[r + 1]):
+                dst[lo + cols[s]] += weights[s]
+        else:
+            for s in range(rowptr[r], rowptr[r + 1]):
+                dst[lo + cols[s]] += -weights[s]
+
+
+@numba.njit(cache=True, inline="always")
+def gate(dst, lo, plo, i, count, cmax, pgeo, l):
+    """Gated max-pool: presynaptic spike of neuron i (torch order, count before it ``count``)
+    passes to every pool unit whose window max it equals (+1 to the relay state)."""
+    c_n, h_in, w_in, kh, kw, sh, sw, h_o, w_o = (pgeo[l, 0], pgeo[l, 1], pgeo[l, 2], pgeo[l, 3], pgeo[l, 4],
+                                                 pgeo[l, 5], pgeo[l, 6], pgeo[l, 7], pgeo[l, 8])
+    c = i // (h_in * w_in)
+    rem = i - c * h_in * w_in
+    y = rem // w_in
+    x = rem - y * w_in
+    oy0 = max(0, (y - kh + sh) // sh)
+    ox0 = max(0, (x - kw + sw) // sw)
+    for oy in range(oy0, min(h_o, y // sh + 1)):
+        if y >= oy * sh + kh:
+            continue
+        for ox in range(ox0, min(w_o, x // sw + 1)):
+            if x >= ox * sw + kw:
+                continue
+            j = lo + (c * h_o + oy) * w_o + ox
+            if count == cmax[j]:
+                cmax[j] += 1
+                dst[j] += 1.0
+
+
+@numba.njit(parallel=True, cache=True, fastmath=False, nogil=True)
+def run(inp, off, model, nslot, tgt, cond, refs, gated, pgeo, coef, bias, bias0, current, theta, hw, uniform, conv, cl, geo,
+        wconv, rowptr, row_off, cols, weights, spb, counts, out_bins, bin_counts, out_v, record_v, rec_slot, rec_t,
+        rec_i, rec_n):
+    n_img, n_steps, n_in = inp.shape
+    n_layers = off.shape[0] - 1
+    n_total = off[n_layers]
+    o_lo = off[n_layers - 1]
+    n_out = n_total - o_lo
+    cap = rec_t.shape[2]
+    for b in numba.prange(n_img):
+        S = np.zeros((nslot, n_total), dtype=bias.dtype)
+        bias_b = bias.copy()
+        if current:
+            for k in range(off[1] - off[0]):
+                bias_b[off[0] + k] = bias0[b, k]
+        last = np.full(n_total, -(2 ** 40), dtype=np.int64)
+        nr = np.ones(n_total, dtype=np.bool_)
+        save = np.zeros(n_total, dtype=bias.dtype)
+        cmax = np.zeros(n_total, dtype=np.int64)
+        fired = np.zeros(n_total + 16 - n_total % 8, dtype=np.uint8)
+        words = fired.view(np.uint64)
+        spk = np.zeros(n_total, dtype=np.int64)
+        nspk = np.zeros(n_layers, dtype=np.int64)
+        tmp = np.zeros(n_total, dtype=np.int64)
+        per_c = np.zeros(max(1, geo[:, 0].max()) + 1, dtype=np.int64)
+        for t in range(n_steps):
+            k_bin = t // spb
+            for l in range(n_layers):
+                lo = off[l]
+                hi = off[l + 1]
+                m = model[l]
+                # 1. groups, 2. thresholds (generated from the models layer)
+                update(m, S, lo, hi, bias_b, theta, coef[l], fired, last, nr, t, refs[l], hw[l], uniform[l])
+                n = collect(fired, words, lo, hi, spk)
+                dst = S[tgt[l]]
+                if cond[l]:  # frozen target: refractory neurons take no synaptic input
+                    for k in range(lo, hi):
+                        save[k] = dst[k]
+                # 3. synapses: spikes of the layer below (or the input) in this step
+                if l == 0:
+                    for sign in (1, -1):
+                        for i in range(n_in):
+                            if inp[b, t, i] == sign:
+                                deliver(dst, lo, 0, i, sign, conv, cl, geo, wconv, rowptr, row_off, cols, weights)
+                else:
+                    plo = off[l - 1]
+                    if gated[l]:
+                        for q in range(nspk[l - 1]):
+                            kp = spk[plo + q]
+                            gate(dst, lo, plo, kp - plo, counts[b, kp] - 1, cmax, pgeo, l)
+                    else:
+                        for q in range(nspk[l - 1]):
+                            deliver(dst, lo, l, spk[plo + q] - plo, 1, conv, cl, geo, wconv, rowptr, row_off,
+                                    cols, weights)
+                if cond[l]:
+                    for k in range(lo, hi):
+                        if not nr[k]:
+                            dst[k] = save[k]
+                # 4. resets
+                for q in range(n):
+                    k = spk[lo + q]
+                    if not cl[l]:
+                        counts[b, k] += 1
+                    reset(m, S, k, theta)
+                if cl[l] and n > 0:  # channel-last (pos, c) order -> torch order (c, pos), stable by c
+                    c_n = geo[l, 0]
+                    plane = geo[l, 1] * geo[l, 2]
+                    per_c[:c_n + 1] = 0
+                    for q in range(n):
+                        per_c[(spk[lo + q] - lo) % c_n + 1] += 1
+                    for c in range(c_n):
+                        per_c[c + 1] += per_c[c]
+                    for q in range(n):
+                        kl = spk[lo + q] - lo
+                        c = kl % c_n
+                        k = lo + c * plane + kl // c_n
+                        tmp[per_c[c]] = k
+                        counts[b, k] += 1
+                        per_c[c] += 1
+                    for q in range(n):
+                        spk[lo + q] = tmp[q]
+                r = rec_slot[l]
+                if r >= 0:
+                    for q in range(n):
+                        p = rec_n[b, r]
+                        if p < cap:
+                            rec_t[b, r, p] = t
+                            rec_i[b, r, p] = spk[lo + q] - lo
+                        rec_n[b, r] = p + 1
+                nspk[l] = n
+                bin_counts[b, l, k_bin] += n
+            if (t + 1) % spb == 0:
+                mo = model[n_layers - 1]
+                for j in range(n_out):
+                    out_bins[b, k_bin, j] = counts[b, o_lo + j]
+                    if record_v:
+                        out_v[b, k_bin, j] = readout(mo, S, o_lo + j)
+    return 0
+'''
