@@ -40,6 +40,7 @@ import numpy as np
 
 from bioconv import ir
 from bioconv.connectivity import Connectivity, layer_synapses, layer_weights
+from bioconv.engines.brian2_conv import check_conv_mode, conv_pathway, is_procedural, kernel_weights, synapse_equivalents
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,12 @@ class Plan:
     config: Any  # SimConfig
     batch: int  # images per run
     signed: bool  # negative input spikes possible
+    conv: str = "explicit"  # convolution synapses: "explicit" or "procedural" (bioconv.engines.brian2_conv)
     layers: tuple = field(init=False)
     pre: dict = field(init=False)  # layer name -> name of the presynaptic group
 
     def __post_init__(self) -> None:
+        check_conv_mode(self.conv)
         layers = self.graph.spiking_layers
         pre, prev = {}, _check_name(self.graph.input.name)
         for layer in layers:
@@ -112,6 +115,7 @@ class Plan:
             "device": device,
             "batch": self.batch,
             "signed": self.signed,
+            "conv": self.conv,
             "config": {k: v for k, v in self.config.to_dict().items() if k != "seed"},
             "input": [list(self.graph.input.shape), self.graph.input.name],
             "synapse": model_to_dict(self.graph.synapse),
@@ -214,7 +218,7 @@ def parameter_arrays(plan: Plan, graph: Optional[ir.Graph] = None) -> dict[str, 
                 "build a new Simulator for it (only weights, biases, thresholds and pool scales can change)"
             )
         if not (plan.current and layer is plan.layers[0]):  # current coding: layer 1 gets input as bias
-            w = layer_weights(new)
+            w = kernel_weights(new) if is_procedural(plan.conv, new) else layer_weights(new)
             out[f"{layer.name}_syn.w"] = w
             if plan.signed and layer is plan.layers[0]:
                 out[f"{layer.name}_syn_neg.w"] = -w
@@ -290,16 +294,23 @@ def build_network(plan: Plan, values: dict[str, np.ndarray]) -> Built:
             if key in values:
                 setattr(group, var, values[key])
         objects[layer.name] = group
+        procedural = is_procedural(plan.conv, layer)
         start = time.perf_counter()
-        conn = layer_synapses(layer)
+        conn = None if procedural else layer_synapses(layer)
         index_s += time.perf_counter() - start
-        if not isinstance(conn, Connectivity):
+        if not procedural and not isinstance(conn, Connectivity):
             raise ValueError(f"layer {layer.name!r}: no weighted synapses for the Brian2 engine")
         pres = [] if plan.current and layer is plan.layers[0] else [(plan.pre[layer.name], "")]  # current: no input synapses
         if plan.signed and plan.pre[layer.name] == graph.input.name:
             pres.append((graph.input.name + "_neg", "_neg"))
         for pre_name, suffix in pres:
             sname = f"{layer.name}_syn{suffix}"
+            if procedural:  # weight-shared: kernel only, same names and delivery order as below
+                syn = conv_pathway(objects[pre_name], group, layer, graph.synapse.on_pre(neuron),
+                                   values.get(f"{sname}.w"), sname)
+                objects[sname] = syn
+                n_syn += synapse_equivalents(layer)
+                continue
             syn = Synapses(objects[pre_name], group, "w : 1", on_pre=graph.synapse.on_pre(neuron),
                            delay=0 * ms, name=sname)  # scalar delay: no per-synapse delay array
             syn.connect(i=conn.i, j=conn.j)

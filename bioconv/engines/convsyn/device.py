@@ -1,0 +1,67 @@
+"""Brian2 device extensions that know the ``bioconv_conv_synapses`` template.
+
+As brian2cuda and brian2genn do, each device derives from a standalone device and uses
+a code-object class whose templater looks in this package's templates first
+(``Templater.derive``), then in the parent device's templates:
+
+- ``bioconv_cpp_standalone`` (from ``cpp_standalone``): ``templates/*.cpp``;
+- ``bioconv_cuda_standalone`` (from brian2cuda's ``cuda_standalone``): ``cuda_templates/*.cu``.
+
+Everything else (project layout, ``run_args``, the makefile) is the parent device's.
+:func:`register` adds the devices to Brian2's device table; :mod:`bioconv.devices`
+selects them.
+"""
+
+from __future__ import annotations
+
+CPP_DEVICE = "bioconv_cpp_standalone"
+CUDA_DEVICE = "bioconv_cuda_standalone"
+_PACKAGE = "bioconv.engines.convsyn"
+
+
+def register(cuda: bool = False) -> str:
+    """Register the C++ (or, with ``cuda``, the CUDA) device once; returns its Brian2 name."""
+    from brian2.devices.device import all_devices
+
+    name = CUDA_DEVICE if cuda else CPP_DEVICE
+    if name in all_devices:
+        return name
+    all_devices[name] = _make_cuda_device() if cuda else _make_cpp_device()
+    return name
+
+
+def _make_cpp_device():
+    from brian2.devices.cpp_standalone.codeobject import CPPStandaloneCodeObject
+    from brian2.devices.cpp_standalone.device import CPPStandaloneDevice
+
+    class ConvCPPStandaloneCodeObject(CPPStandaloneCodeObject):
+        templater = CPPStandaloneCodeObject.templater.derive(_PACKAGE, templates_dir="templates")
+
+    class ConvCPPStandaloneDevice(CPPStandaloneDevice):
+        """``cpp_standalone`` plus weight-shared convolution synapses."""
+
+        def code_object_class(self, codeobj_class=None, fallback_pref=None):
+            if codeobj_class is None or codeobj_class is CPPStandaloneCodeObject:
+                return ConvCPPStandaloneCodeObject
+            return codeobj_class
+
+    return ConvCPPStandaloneDevice()
+
+
+def _make_cuda_device():
+    import brian2cuda  # noqa: F401  (registers cuda_standalone)
+    from brian2cuda.codeobject import CUDAStandaloneCodeObject
+    from brian2cuda.device import CUDAStandaloneDevice
+
+    class ConvCUDAStandaloneCodeObject(CUDAStandaloneCodeObject):
+        templater = CUDAStandaloneCodeObject.templater.derive(_PACKAGE, templates_dir="cuda_templates")
+
+    class ConvCUDAStandaloneDevice(CUDAStandaloneDevice):
+        """brian2cuda's ``cuda_standalone`` plus weight-shared convolution synapses."""
+
+        def code_object_class(self, codeobj_class=None, fallback_pref=None):
+            if codeobj_class is None or codeobj_class is CUDAStandaloneCodeObject:
+                return ConvCUDAStandaloneCodeObject
+            return codeobj_class
+
+    return ConvCUDAStandaloneDevice()
