@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pools", choices=("spiking", "fold"), default="spiking",
                         help="average pools as IF layers (default, the network of the issue-3/4 targets) or folded "
                              "into the next layer (as `bioconv convert` does by default)")
+    parser.add_argument("--conv", choices=("both", "explicit", "procedural"), default="both",
+                        help="brian2 benchmark: which convolution synapses to build and compare (default both)")
     parser.add_argument("--device", default="cpu", help="torch device for the torch benchmark (cpu or cuda)")
     parser.add_argument("--data-dir", help="dataset folder (default: $BIOCONV_DATA_DIR or the user cache)")
 

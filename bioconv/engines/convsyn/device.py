@@ -50,11 +50,19 @@ def _make_cpp_device():
 
 def _make_cuda_device():
     import brian2cuda  # noqa: F401  (registers cuda_standalone)
-    from brian2cuda.codeobject import CUDAStandaloneCodeObject
+    from brian2 import prefs
+    from brian2cuda.codeobject import CUDAStandaloneAtomicsCodeObject, CUDAStandaloneCodeObject
     from brian2cuda.device import CUDAStandaloneDevice
+
+    from bioconv.engines.convsyn.objects import TEMPLATE
 
     class ConvCUDAStandaloneCodeObject(CUDAStandaloneCodeObject):
         templater = CUDAStandaloneCodeObject.templater.derive(_PACKAGE, templates_dir="cuda_templates")
+
+    class ConvCUDAAtomicsCodeObject(CUDAStandaloneAtomicsCodeObject):
+        """Atomic ``on_pre`` (``atomicAdd``) for the parallel convolution kernel."""
+
+        templater = ConvCUDAStandaloneCodeObject.templater
 
     class ConvCUDAStandaloneDevice(CUDAStandaloneDevice):
         """brian2cuda's ``cuda_standalone`` plus weight-shared convolution synapses."""
@@ -63,5 +71,15 @@ def _make_cuda_device():
             if codeobj_class is None or codeobj_class is CUDAStandaloneCodeObject:
                 return ConvCUDAStandaloneCodeObject
             return codeobj_class
+
+        def code_object(self, owner, name, abstract_code, variables, template_name, variable_indices,
+                        codeobj_class=None, template_kwds=None, override_conditional_write=None,
+                        compiler_kwds=None):
+            if template_name == TEMPLATE and prefs["devices.cuda_standalone.use_atomics"]:
+                codeobj_class = ConvCUDAAtomicsCodeObject
+            return super().code_object(owner, name, abstract_code, variables, template_name, variable_indices,
+                                       codeobj_class=codeobj_class, template_kwds=template_kwds,
+                                       override_conditional_write=override_conditional_write,
+                                       compiler_kwds=compiler_kwds)
 
     return ConvCUDAStandaloneDevice()
