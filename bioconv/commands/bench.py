@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "into the next layer (as `bioconv convert` does by default)")
     parser.add_argument("--conv", choices=("both", "explicit", "procedural"), default="both",
                         help="brian2 benchmark: which convolution synapses to build and compare (default both)")
+    parser.add_argument("--fresh-build", action="store_true",
+                        help="brian2 benchmark: compile both builds in this run (default: reuse cached builds and "
+                             "report the compile time measured when they were built)")
     parser.add_argument("--device", default="cpu", help="torch device for the torch benchmark (cpu or cuda)")
     parser.add_argument("--data-dir", help="dataset folder (default: $BIOCONV_DATA_DIR or the user cache)")
 
