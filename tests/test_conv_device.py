@@ -77,8 +77,10 @@ def test_generated_code_stores_kernels_not_synapses(tmp_path):
 
 
 @pytest.mark.standalone
-@pytest.mark.parametrize("neuron,synapse", [(LIF(tau_m=10 * ms, reset="subtract"), Alpha(tau_s=2 * ms)),
-                                            (SRM(), Delta())], ids=["lif-subtract-alpha", "srm-delta"])
+@pytest.mark.parametrize("neuron,synapse", [
+    (LIF(tau_m=10 * ms, reset="subtract"), Alpha(tau_s=2 * ms)),
+    pytest.param(SRM(), Delta(), marks=pytest.mark.slow),  # two more compiles; the full model matrix is run by hand
+], ids=["lif-subtract-alpha", "srm-delta"])
 def test_procedural_bit_identical_to_explicit(neuron, synapse):
     x, y = signed_images()
     graph = mixed_graph(neuron, synapse)
