@@ -67,10 +67,21 @@ def _make_cuda_device():
     class ConvCUDAStandaloneDevice(CUDAStandaloneDevice):
         """brian2cuda's ``cuda_standalone`` plus weight-shared convolution synapses."""
 
+        _base_class = False  # True while brian2cuda copies brianlib/ from next to its code-object class
+
         def code_object_class(self, codeobj_class=None, fallback_pref=None):
+            if self._base_class:
+                return CUDAStandaloneCodeObject
             if codeobj_class is None or codeobj_class is CUDAStandaloneCodeObject:
                 return ConvCUDAStandaloneCodeObject
             return codeobj_class
+
+        def copy_source_files(self, writer, directory):
+            self._base_class = True
+            try:
+                return super().copy_source_files(writer, directory)
+            finally:
+                self._base_class = False
 
         def code_object(self, owner, name, abstract_code, variables, template_name, variable_indices,
                         codeobj_class=None, template_kwds=None, override_conditional_write=None,
