@@ -92,3 +92,24 @@ def test_procedural_bit_identical_to_explicit(neuron, synapse):
         np.testing.assert_array_equal(pr.counts[name], ex.counts[name], err_msg=name)
     assert all(ex.counts[name].sum() > 0 for name in ex.counts)  # every layer spikes: a real comparison
     np.testing.assert_array_equal(pr.output_v, ex.output_v)  # float64 states bit for bit
+
+
+def test_event_ceiling_loop_counts_the_unrolled_events():
+    """The C ceiling loop compiles for conv, pool and dense layers and counts every synapse an event reaches."""
+    from bioconv import devices
+    from bioconv.benchmarks import event_ceiling
+
+    graph = mixed_graph(LIF(), Delta())
+    rng = np.random.default_rng(1)
+    trains = (rng.random((6, 128)) < 0.3).astype(np.int8)
+    rates = {layer.name: rng.random(int(np.prod(layer.output_shape))) * 0.5 for layer in graph.spiking_layers}
+    stream, events = event_ceiling.spike_stream(graph, trains, rates, 6)
+    expected, q = 0, 0
+    degrees = [np.bincount(layer_synapses(l).i, minlength=int(np.prod(l.input_shape))) for l in graph.spiking_layers]
+    while q < len(stream):
+        k, n = stream[q], stream[q + 1]
+        expected += int(degrees[k][stream[q + 2:q + 2 + n]].sum())
+        q += 2 + n
+    assert events == expected > 0
+    out = event_ceiling.measure(graph, trains, rates, 6, devices.GCC_FLAGS, repeats=1)
+    assert out["events"] == events and out["events_per_s"] > 0
