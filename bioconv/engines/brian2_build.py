@@ -15,7 +15,9 @@ explicit namespaces, synapses with a scalar delay of 0):
   ``coding="current"``, loads layer 1's per-image ``I_bias`` from ``ta_bias``).
 - ``<layer>_syn`` (and ``<layer>_syn_neg`` with weights ``-w``): ``Synapses`` from the
   previous spiking group (or the input), ``connect(i=..., j=...)`` with the arrays of
-  :func:`bioconv.connectivity.layer_synapses`, ``on_pre`` from the synapse model.
+  :func:`bioconv.connectivity.layer_synapses`, ``on_pre`` from the synapse model. With
+  ``plan.conv == "procedural"`` a Conv2d layer's pathway of the same name is weight-shared
+  instead (kernel only, run parameter ``<layer>_syn.w`` = the flat kernel; :mod:`bioconv.engines.brian2_conv`).
 - monitors: ``<layer>_count_mon`` (cumulative ``spike_count`` every image start),
   ``out_bin_mon`` (output ``spike_count`` every bin), ``out_v_mon`` (voltage readout) and
   ``<layer>_spikes`` (``SpikeMonitor``, only for ``config.record_times``), all recorded at
