@@ -131,8 +131,13 @@ def curand_paths() -> Optional[tuple[str, str]]:
     return None
 
 
-def begin_standalone(device: Device, directory: Path) -> None:
-    """Reset Brian2 and select a standalone device that builds into ``directory`` (no build on run)."""
+def begin_standalone(device: Device, directory: Path, conv_synapses: bool = False) -> None:
+    """Reset Brian2 and select a standalone device that builds into ``directory`` (no build on run).
+
+    ``conv_synapses`` selects bioconv's extension of the device (``bioconv_cpp_standalone`` or
+    ``bioconv_cuda_standalone``, :mod:`bioconv.engines.convsyn`), which adds weight-shared
+    convolution synapses and is otherwise the same device.
+    """
     from brian2 import device as brian_device
     from brian2 import prefs, set_device
 
@@ -141,8 +146,13 @@ def begin_standalone(device: Device, directory: Path) -> None:
         raise ValueError("begin_standalone needs device 'cpp' or 'cuda'")
     if device == "cuda":
         configure_cuda()
+    name = _BRIAN_DEVICE[device]
+    if conv_synapses:
+        from bioconv.engines.convsyn import register
+
+        name = register(cuda=device == "cuda")
     brian_device.reinit()
-    set_device(_BRIAN_DEVICE[device], directory=str(directory), build_on_run=False)
+    set_device(name, directory=str(directory), build_on_run=False)
     prefs.codegen.cpp.extra_compile_args_gcc = list(GCC_FLAGS)
     prefs.devices.cpp_standalone.extra_make_args_unix = ["-j", str(os.cpu_count() or 1)]
     prefs.devices.cpp_standalone.openmp_threads = 0

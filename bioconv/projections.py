@@ -17,7 +17,7 @@ of one population in this order.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -44,7 +44,7 @@ class Projection:
     layer: ir.Layer
     segment: Segment
     n_segments: int
-    synapses: Union[Connectivity, GatedMaxPool]
+    synapses: Optional[Union[Connectivity, GatedMaxPool]]  # None: not built (a weight-shared conv pathway)
 
 
 def segments(graph: ir.Graph, name: str) -> list[Segment]:
@@ -91,14 +91,20 @@ def _name(layer: ir.Layer, seg: Segment, n_segments: int) -> str:
     return f"{layer.name}_syn" if n_segments == 1 else f"{layer.name}_syn_{seg.source}"
 
 
-def projections(graph: ir.Graph, target: str, weights_only: bool = False) -> list[Projection]:
+def projections(graph: ir.Graph, target: str, weights_only: bool = False,
+                skip_synapses: bool = False) -> list[Projection]:
     """The projections onto ``target`` in delivery order (terms in order, segments in flat order).
 
     A gated max-pool must read a single population (pool each branch before a Concat).
+    ``skip_synapses``: do not build the synapse arrays of a single-segment projection
+    (``synapses=None``; for weight-shared convolution pathways).
     """
     out = []
     for w, view in incoming(graph, target):
         segs = segments(graph, view)
+        if skip_synapses and len(segs) == 1 and not isinstance(w, ir.MaxPool2d):
+            out.append(Projection(_name(w, segs[0], 1), target, segs[0].source, w, segs[0], 1, None))
+            continue
         conn = layer_synapses(w)
         if isinstance(conn, GatedMaxPool):
             if len(segs) != 1:

@@ -52,3 +52,26 @@ def test_run_parameters_are_settable_from_the_command_line(project):
     for name in ("conv1_syn.w", "conv1.I_bias", "conv1.theta", "fc_syn.w", "ta_in.values"):
         assert f'"{name}"' in objects, name
     assert set(project.manifest["params"]) >= {"conv1_syn.w", "pool1_syn.w", "fc_syn.w", "ta_in.values"}
+
+
+def test_convolution_uses_the_weight_shared_template(project):
+    """conv1's pathway is bioconv's procedural CUDA kernel: kernel weights only, atomic on_pre."""
+    d = project.directory
+    code = (d / "code_objects" / "conv1_syn_pre_codeobject.cu").read_text()
+    assert "_kernel_idx" in code and "_postsynaptic_idx" in code
+    assert "_brian_atomicAdd(&_ptr_array_conv1_v[_postsynaptic_idx]" in code  # on_pre from Brian2, made atomic
+    assert "_ptr_array_conv1_syn_w[_kernel_idx]" in code
+    assert not (d / "code_objects" / "conv1_syn_pre_push_spikes.cu").exists()  # no spike queue
+    assert (d / "code_objects" / "pool1_syn_pre_push_spikes.cu").exists()  # pools and dense stay explicit
+    assert project.manifest["params"]["conv1_syn.w"] == [4 * 1 * 3 * 3]
+
+
+def test_explicit_convolution_still_generates(tmp_path):
+    from bioconv.engines.cuda_build import generate
+
+    sim = generate(tmp_path / "explicit", compile=False, conv="explicit")
+    assert (sim.directory / "code_objects" / "conv1_syn_pre_push_spikes.cu").exists()
+    from bioconv.connectivity import layer_synapse_count
+    from bioconv.engines.cuda_build import small_graph
+
+    assert sim.manifest["params"]["conv1_syn.w"] == [layer_synapse_count(small_graph().layer("conv1"))]

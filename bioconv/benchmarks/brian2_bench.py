@@ -1,14 +1,18 @@
-"""``bioconv bench brian2``: speed and memory of the Brian2 cpp_standalone engine on cnn7 / MNIST.
+"""``bioconv bench brian2``: the Brian2 cpp_standalone engine on cnn7 / MNIST, explicit against
+procedural (weight-shared) convolution synapses, in one run on the same network.
 
-Prints synapses, index-build time and rate (synapses/s), compile time, time per image with
-1 and 2 workers, synaptic events per second (per core) and bytes per synapse (peak resident
-memory of one running binary / synapses).
+For each build (fresh, so compile times are measured here): compile time, images/s with
+1 and ``--workers`` binaries, CPU time per image, synaptic events per CPU-second of the
+binary, of the simulation loop and of the propagation code alone (Brian2's profiling),
+peak resident memory of one binary, bytes per neuron and per synapse-equivalent; then the
+single-core ceiling, a C loop of the same event pattern compiled here
+(:mod:`bioconv.benchmarks.event_ceiling`), and each build's share of it.
 
 Network: ``--ckpt`` (a converted ``.bcv`` graph, or a torch checkpoint ``.pt`` that is
 converted and normalized here), else ``runs/ann/cnn7-mnist.pt`` if it exists, else cnn7
 with random (He) weights. Checkpoints and random graphs are normalized with robust
-data-based normalization (99.9th percentile λ per layer, seed 004) to a target maximum rate
-of 200 Hz, so the network spikes at plausible rates.
+data-based normalization (99.9th percentile λ per layer, Rueckauer et al. 2017) to a
+target maximum rate of 200 Hz, so the network spikes at plausible rates.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 import os
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -101,7 +106,6 @@ def _normalized_network(ckpt: str | None, images: np.ndarray):
 def synaptic_events(graph, result, images, config) -> float:
     """Total synaptic events: presynaptic spikes × out-degree, summed over layers and images."""
     from bioconv import encoding
-    from bioconv.connectivity import layer_synapses
 
     rates, signs = encoding.input_rates_hz(images, graph.input)
     trains = encoding.spike_trains(rates, signs, float(config.dt / _second()), config.n_steps, config.coding,
@@ -109,11 +113,20 @@ def synaptic_events(graph, result, images, config) -> float:
     pre_counts = np.abs(trains).sum(axis=1)
     events = 0.0
     for layer in graph.spiking_layers:
-        conn = layer_synapses(layer)
-        out_degree = np.bincount(conn.i, minlength=conn.n_pre)
-        events += float((pre_counts @ out_degree).sum())
+        events += float((pre_counts @ out_degree(layer)).sum())
         pre_counts = result.counts[layer.name]
     return events
+
+
+def out_degree(layer) -> np.ndarray:
+    """Synapses (or synapse-equivalents) per presynaptic neuron of ``layer``'s input pathway."""
+    from bioconv import ir
+    from bioconv.connectivity import layer_synapses
+    from bioconv.engines.convsyn import ConvGeometry
+
+    if isinstance(layer, ir.Conv2d):
+        return ConvGeometry.from_layer(layer).out_degree()
+    return np.bincount(layer_synapses(layer).i, minlength=int(np.prod(layer.input_shape)))
 
 
 def _second():
@@ -122,10 +135,54 @@ def _second():
     return second
 
 
-def main(args: argparse.Namespace) -> int:
-    from bioconv.connectivity import layer_synapses
-    from bioconv.data import load_dataset, subset
+def _propagation_seconds(profile: dict) -> float:
+    """CPU seconds of the synaptic propagation code objects (explicit and procedural pathways)."""
+    return float(sum(sec for name, sec in (profile or {}).items() if "_syn_pre" in name or "_syn_neg_pre" in name))
+
+
+def measure_build(graph, config, ds, conv: str, worker_list: list[int], build_dir: Optional[Path]) -> dict:
+    """Build (in ``build_dir``, or reuse the cached build) and run one network with ``conv`` synapses."""
     from bioconv.engines.brian2 import Simulator
+
+    sim = Simulator(graph, config, device="cpp", workers=1, batch_size=min(50, len(ds)), profile=True, conv=conv,
+                    build_dir=build_dir)
+    start = time.perf_counter()
+    sim.run(ds.images[:1], ds.labels[:1])
+    out = {"first_s": time.perf_counter() - start, "compile_s": sim.manifest.get("compile_s", float("nan")),
+           "reused": sim.build_timings.get("compile_s") == 0.0,
+           "build_s": sim.manifest.get("build_s", float("nan")), "per_image_s": {}}
+    for workers in worker_list:
+        sim.workers = workers
+        res = sim.run(ds.images, ds.labels, progress=False)
+        out["per_image_s"][workers] = res.timings["run_s"] / len(ds)
+        if workers == 1:
+            out["result"] = res
+    res = out["result"]
+    events = synaptic_events(graph, res, ds.images, config)
+    t = res.timings
+    out.update(events=events, cpu_s=t["binary_cpu_s"], loop_s=t["network_s"],
+               propagation_s=_propagation_seconds(res.meta.get("profile_s")), rss=res.meta.get("max_rss_bytes") or 0)
+    return out
+
+
+def ceiling_for(graph, config, result, images) -> dict:
+    """The C-loop ceiling on this network's event pattern (rates measured in ``result``)."""
+    from bioconv import devices, encoding
+    from bioconv.benchmarks import event_ceiling
+
+    n = min(10, len(images))
+    rates, signs = encoding.input_rates_hz(images[:n], graph.input)
+    trains = encoding.spike_trains(rates, signs, float(config.dt / _second()), config.n_steps, config.coding,
+                                   config.seed)
+    trains = np.abs(trains).reshape(n * config.n_steps, -1)
+    per_step = {name: result.counts[name].mean(axis=0) / config.n_steps for name in result.counts}
+    return event_ceiling.measure(graph, trains, per_step, n * config.n_steps, devices.GCC_FLAGS)
+
+
+def main(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from bioconv.data import load_dataset, subset
     from bioconv.memory import count_synapses
     from bioconv.simulation import SimConfig
     from bioconv.units import parse_time
@@ -135,66 +192,60 @@ def main(args: argparse.Namespace) -> int:
     graph, source = load_network(args.ckpt, calib, getattr(args, "pools", "spiking"))
     config = SimConfig(duration=parse_time(args.duration), dt=parse_time(args.dt), bin=parse_time(args.dt))
     n_syn = sum(count_synapses(graph).values())
+    n_neurons = int(sum(np.prod(layer.output_shape) for layer in graph.spiking_layers) + np.prod(graph.input.shape))
+    modes = ["explicit", "procedural"] if getattr(args, "conv", "both") == "both" else [args.conv]
+    worker_list = sorted({1, max(1, int(args.workers))})
     print(f"network: {source}")
     print(f"MNIST test images: {len(ds)}, T = {args.duration}, dt = {args.dt}, bernoulli input")
-    print(f"synapses: {n_syn:,} in {len(graph.spiking_layers)} spiking layers")
+    print(f"synapses (explicit) / synapse-equivalents (procedural): {n_syn:,}; neurons (with input): {n_neurons:,}; "
+          f"{len(graph.spiking_layers)} spiking layers")
 
-    start = time.perf_counter()
-    for layer in graph.spiking_layers:
-        layer_synapses(layer)
-    index_s = time.perf_counter() - start
-    print(f"index build: {index_s:.2f} s, {n_syn / index_s / 1e6:.1f} M synapses/s")
+    rows = {}
+    fresh = bool(getattr(args, "fresh_build", False))
+    with tempfile.TemporaryDirectory(prefix="bioconv-bench-") as tmp:
+        for conv in modes:  # --fresh-build: compile times measured in this run; else cached builds are reused
+            rows[conv] = measure_build(graph, config, ds, conv, worker_list, Path(tmp) / conv if fresh else None)
+    ceiling = ceiling_for(graph, config, rows[modes[-1]]["result"], ds.images)
 
-    sim = Simulator(graph, config, device="cpp", workers=1, batch_size=min(50, len(ds)), profile=True)
-    start = time.perf_counter()
-    sim.run(ds.images[:1], ds.labels[:1])
-    first_s = time.perf_counter() - start
-    if sim.build_timings["compile_s"] > 0:
-        print(f"build: python {sim.build_timings['build_s']:.1f} s, compile {sim.build_timings['compile_s']:.1f} s "
-              f"(one compile per network structure; first call {first_s:.1f} s)")
-    else:
-        print(f"compile: reused the cached binary in {sim.directory} "
-              f"(its compile took {sim.manifest.get('compile_s', float('nan')):.1f} s)")
+    print(f"\n{'':<44}" + "".join(f"{m:>14}" for m in modes))
 
-    per_image, result = {}, None
-    worker_list = sorted({1, max(1, int(args.workers))})
-    for workers in worker_list:
-        sim.workers = workers
-        res = sim.run(ds.images, ds.labels, progress=True)
-        per_image[workers] = res.timings["run_s"] / len(ds)
-        t = res.timings
-        print(f"{workers} worker(s): {per_image[workers] * 1e3:.1f} ms/image, {1 / per_image[workers]:.1f} images/s wall; "
-              f"binaries: {t['binary_s']:.1f} s wall, {t['binary_cpu_s']:.1f} s CPU "
-              f"({t['binary_cpu_s'] / len(ds) * 1e3:.1f} ms CPU/image), simulation loop {t['network_s']:.1f} s CPU")
-        if workers == 1:
-            result = res
-    if max(worker_list) > 1:
-        print(f"speed-up with {max(worker_list)} workers: {per_image[1] / per_image[max(worker_list)]:.2f}x")
-    events = synaptic_events(graph, result, ds.images, config)
-    t = result.timings
-    print(f"synaptic events: {events / len(ds):,.0f} per image; {events / t['binary_cpu_s'] / 1e6:.1f} M events "
-          f"per CPU-second of the binary (1 worker), {events / t['network_s'] / 1e6:.1f} M/s of simulation-loop CPU time")
-    prof = result.meta.get("profile_s") or {}
-    if prof:
-        groups: dict[str, float] = {}
-        for name, sec in prof.items():
-            kind = ("synaptic propagation" if "_syn_pre" in name else "state update" if "stateupdater" in name
-                    else "threshold" if "thresholder" in name else "reset" if "resetter" in name
-                    else "per-image reset" if "image_reset" in name else "monitors" if "mon" in name else "other")
-            groups[kind] = groups.get(kind, 0.0) + sec
-        total = sum(groups.values())
-        print("simulation loop CPU time by code object kind: " + ", ".join(
-            f"{k} {v:.2f} s ({100 * v / total:.0f} %)" for k, v in sorted(groups.items(), key=lambda kv: -kv[1])))
-        if groups.get("synaptic propagation"):
-            print(f"synaptic propagation alone: {events / groups['synaptic propagation'] / 1e6:.1f} M events/s per core")
-    print(f"machine load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
-          "(wall times scale with it; CPU times do not)")
-    rss = result.meta.get("max_rss_bytes") or 0
-    ta_bytes = 8 * result.meta["batch_size"] * config.n_steps * int(np.prod(graph.input.shape))
-    print(f"memory: peak RSS of one binary {rss / 2**20:.0f} MiB = {rss / n_syn:.0f} B/synapse "
-          f"({(rss - ta_bytes) / n_syn:.0f} B/synapse without the {ta_bytes / 2**20:.0f} MiB input array)")
+    def line(label, fn, fmt):
+        print(f"{label:<44}" + "".join(f"{format(fn(rows[m]), fmt):>14}" for m in modes))
+
+    line("compile (s)" + ("" if fresh else "; * = cached build's"), lambda r: f"{r['compile_s']:.1f}"
+         + ("*" if r["reused"] else ""), "")
+    line("python build (s)", lambda r: r["build_s"], ".1f")
+    for w in worker_list:
+        line(f"images/s, {w} worker(s) (wall)", lambda r, w=w: 1 / r["per_image_s"][w], ".1f")
+    line("CPU ms/image of the binary (1 worker)", lambda r: 1e3 * r["cpu_s"] / len(ds), ".1f")
+    line("M events/s per core (binary CPU)", lambda r: r["events"] / r["cpu_s"] / 1e6, ".1f")
+    line("M events/s per core (simulation loop)", lambda r: r["events"] / r["loop_s"] / 1e6, ".1f")
+    line("M events/s per core (propagation alone)", lambda r: r["events"] / max(r["propagation_s"], 1e-12) / 1e6, ".1f")
+    line("peak RSS of one binary (MiB)", lambda r: r["rss"] / 2**20, ".0f")
+    line("bytes per neuron (peak RSS / neurons)", lambda r: r["rss"] / n_neurons, ".0f")
+    line("bytes per synapse-equivalent", lambda r: r["rss"] / n_syn, ".2f")
+    print(f"\nsynaptic events: {rows[modes[-1]]['events'] / len(ds):,.0f} per image")
+    print(f"single-core ceiling (C loop of the same event pattern, {ceiling['events']:,} events, gcc "
+          f"{' '.join(f for f in GCC_FLAGS_SHOWN)}): {ceiling['events_per_s'] / 1e6:.0f} M events/s")
+    for m in modes:
+        r = rows[m]
+        print(f"{m}: {100 * r['events'] / r['cpu_s'] / ceiling['events_per_s']:.0f} % of the ceiling per binary "
+              f"CPU second, {100 * r['events'] / max(r['propagation_s'], 1e-12) / ceiling['events_per_s']:.0f} % "
+              "in the propagation code alone")
+    if len(modes) == 2:
+        ex, pr = rows["explicit"], rows["procedural"]
+        w = max(worker_list)
+        print(f"procedural / explicit: {ex['per_image_s'][w] / pr['per_image_s'][w]:.1f}x images/s with {w} workers, "
+              f"{ex['cpu_s'] / pr['cpu_s']:.1f}x CPU per image, {ex['rss'] / max(pr['rss'], 1):.1f}x less memory")
+        same = all(np.array_equal(ex["result"].counts[k], pr["result"].counts[k]) for k in ex["result"].counts)
+        print(f"spike counts identical on every neuron of every image: {same}")
+    res = rows[modes[-1]]["result"]
     ann = graph.forward(ds.images)[graph.layers[-1].name].argmax(axis=1)
-    print(f"accuracy: ANN {100 * (ann == ds.labels).mean():.1f} %, SNN {100 * result.accuracy:.1f} %; "
-          f"spikes/image {result.spikes_per_image().mean():.0f}; max rate per layer (Hz): "
-          + ", ".join(f"{k} {result.rates_hz(k).max():.0f}" for k in result.layer_names))
+    print(f"accuracy: ANN {100 * (ann == ds.labels).mean():.1f} %, SNN {100 * res.accuracy:.1f} %; "
+          f"spikes/image {res.spikes_per_image().mean():.0f}")
+    print(f"machine load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+          "(wall times scale with it; CPU times do not)")
     return 0
+
+
+GCC_FLAGS_SHOWN = ("-O3", "-march=native", "-ffp-contract=off")

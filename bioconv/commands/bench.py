@@ -27,6 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pools", choices=("spiking", "fold"), default="spiking",
                         help="average pools as IF layers (default, the network of the issue-3/4 targets) or folded "
                              "into the next layer (as `bioconv convert` does by default)")
+    parser.add_argument("--conv", choices=("both", "explicit", "procedural"), default="both",
+                        help="brian2 benchmark: which convolution synapses to build and compare (default both)")
+    parser.add_argument("--fresh-build", action="store_true",
+                        help="brian2 benchmark: compile both builds in this run (default: reuse cached builds and "
+                             "report the compile time measured when they were built)")
     parser.add_argument("--device", default="cpu", help="torch device for the torch benchmark (cpu or cuda)")
     parser.add_argument("--configs", action="store_true",
                         help="torch: add one fused float64 row per model configuration (IF/LIF/SRM x delta/alpha, "

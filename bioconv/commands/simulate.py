@@ -26,6 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["runtime", "cpp", "cuda"], default="cpp",
                         help="brian2: runtime, cpp_standalone or cuda_standalone; torch: cuda runs on the GPU (default cpp)")
     parser.add_argument("--target", choices=["numpy", "cython"], default="numpy", help="brian2 runtime code target")
+    parser.add_argument("--conv", choices=["procedural", "explicit"], default="procedural",
+                        help="brian2 convolution synapses: weight-shared, computed from kernel and geometry (cpp/cuda "
+                             "standalone), or unrolled into explicit Synapses (default procedural; runtime mode always "
+                             "unrolls)")
     parser.add_argument("--dataset", default=None, help="mnist, cifar10 or digits (default: the graph's dataset or mnist)")
     parser.add_argument("--split", choices=["test", "train"], default="test")
     parser.add_argument("--n", type=int, default=1000, help="number of images, the first N of the split (default 1000)")
@@ -81,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     options: dict = {}
     if args.engine == "brian2":
         options = dict(device=args.device, workers=args.workers, target=args.target, progress=True,
-                       batch_size=args.batch_size)
+                       batch_size=args.batch_size, conv=args.conv)
     else:
         options = dict(device="cuda" if args.device == "cuda" else "cpu")
         if args.batch_size:

@@ -48,7 +48,8 @@ from brian2 import ms, second
 from bioconv import devices, ir
 from bioconv.engines.brian2_build import (Plan, build_network, input_arrays, parameter_arrays,
                                            placeholder_inputs)
-from bioconv.memory import preflight
+from bioconv.engines.brian2_conv import effective_conv_mode
+from bioconv.engines.brian2_conv import preflight as conv_preflight
 from bioconv.simulation import SimConfig, SimResult, concat_results
 
 log = logging.getLogger(__name__)
@@ -141,12 +142,18 @@ class Simulator:
     profile : bool
         Standalone only: time every code object (``meta["profile_s"]``, CPU seconds summed
         over batches), e.g. to get the synaptic propagation time alone.
+    conv : "procedural" or "explicit"
+        Convolution synapses (:mod:`bioconv.engines.brian2_conv`): weight-shared, computed from
+        the kernel and the layer geometry (default; cpp/cuda standalone only, runtime mode
+        always unrolls) or unrolled into explicit ``Synapses``.
     """
 
     def __init__(self, graph: ir.Graph, config: SimConfig, device: str = "runtime", workers: int = 1,
                  build_dir: Optional[str | Path] = None, target: str = "numpy",
-                 batch_size: Optional[int] = None, signed: Optional[bool] = None, profile: bool = False) -> None:
+                 batch_size: Optional[int] = None, signed: Optional[bool] = None, profile: bool = False,
+                 conv: str = "procedural") -> None:
         devices.check_device(device)
+        self.conv = effective_conv_mode(conv, device)
         if int(workers) < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         if target not in devices.TARGETS:
@@ -166,8 +173,8 @@ class Simulator:
         if self.plan is not None:
             log.warning("images have negative pixels: rebuilding the network with signed input")
         batch = self.batch_size or min(DEFAULT_BATCH, len(images))
-        preflight(self.graph, batch_steps=batch * self.config.n_steps, mode="build", signed=signed)
-        self.plan = Plan(self.graph, self.config, int(batch), signed)
+        conv_preflight(self.graph, self.conv, batch * self.config.n_steps, signed)
+        self.plan = Plan(self.graph, self.config, int(batch), signed, self.conv)
         if self.device != "runtime":
             self._build_standalone()
 
@@ -180,8 +187,8 @@ class Simulator:
             raise ValueError("build() is for device 'cpp' or 'cuda'; runtime mode builds nothing")
         self.signed = signed if self.signed is None else self.signed
         batch = self.batch_size or DEFAULT_BATCH
-        self.plan = Plan(self.graph, self.config, int(batch), bool(self.signed))
-        preflight(self.graph, batch_steps=batch * self.config.n_steps, mode="build", signed=bool(self.signed))
+        self.plan = Plan(self.graph, self.config, int(batch), bool(self.signed), self.conv)
+        conv_preflight(self.graph, self.conv, batch * self.config.n_steps, bool(self.signed))
         self._build_standalone(compile=compile)
         return self.directory
 
@@ -200,7 +207,7 @@ class Simulator:
                 return
         directory.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        devices.begin_standalone(self.device, directory)
+        devices.begin_standalone(self.device, directory, conv_synapses=plan.conv == "procedural")
         try:
             # placeholder values: only shapes are compiled in; real values come as run arguments
             values = placeholder_inputs(plan)
@@ -342,8 +349,9 @@ class Simulator:
 def simulate(graph: ir.Graph, images: np.ndarray, labels: np.ndarray, config: SimConfig,
              device: str = "runtime", workers: int = 1, target: str = "numpy",
              build_dir: Optional[str | Path] = None, batch_size: Optional[int] = None,
-             first_index: int = 0, progress: bool = False, signed: Optional[bool] = None) -> SimResult:
+             first_index: int = 0, progress: bool = False, signed: Optional[bool] = None,
+             conv: str = "procedural") -> SimResult:
     """Simulate ``images`` through ``graph`` with Brian2; see :class:`Simulator`."""
     sim = Simulator(graph, config, device=device, workers=workers, build_dir=build_dir, target=target,
-                    batch_size=batch_size, signed=signed)
+                    batch_size=batch_size, signed=signed, conv=conv)
     return sim.run(images, labels, first_index=first_index, progress=progress)

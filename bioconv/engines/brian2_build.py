@@ -24,6 +24,10 @@ explicit namespaces, synapses with a scalar delay of 0):
   per image).
 - with ``readout="integrate"`` the output group has no threshold and no reset and integrates
   (:func:`bioconv.models.readout_neuron`); ``out_v_mon`` records its ``v``.
+- with ``plan.conv == "procedural"`` the projection of a plain Conv2d (the whole layer, groups 1,
+  dilation 1, zero padding) is weight-shared instead (kernel only, run parameter
+  ``<layer>_syn.w`` = the flat kernel; :mod:`bioconv.engines.brian2_conv`); dense layers,
+  pools, residual/concat projections and grouped or dilated convolutions stay explicit.
 - monitors: ``<layer>_count_mon`` (cumulative ``spike_count`` every image start),
   ``out_bin_mon`` (output ``spike_count`` every bin), ``out_v_mon`` (voltage readout) and
   ``<layer>_spikes`` (``SpikeMonitor``, only for ``config.record_times``), all recorded at
@@ -49,6 +53,7 @@ import numpy as np
 from bioconv import ir
 from bioconv import projections as pj
 from bioconv.connectivity import Connectivity, GatedMaxPool
+from bioconv.engines.brian2_conv import check_conv_mode, conv_pathway, is_procedural, kernel_weights, synapse_equivalents
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +76,12 @@ class Plan:
     config: Any  # SimConfig
     batch: int  # images per run
     signed: bool  # negative input spikes possible
+    conv: str = "explicit"  # convolution synapses: "explicit" or "procedural" (bioconv.engines.brian2_conv)
     layers: tuple = field(init=False)
     pre: dict = field(init=False)  # layer name -> its projections (bioconv.projections), delivery order
 
     def __post_init__(self) -> None:
+        check_conv_mode(self.conv)
         layers = self.graph.spiking_layers
         pre = {}
         _check_name(self.graph.input.name)
@@ -85,7 +92,8 @@ class Plan:
                     "the graph has no neuron/synapse model; convert it first "
                     "(graph.with_models(neuron=IF(), synapse=Delta()) or `bioconv convert`)"
                 )
-            pre[layer.name] = pj.projections(self.graph, layer.name)
+            pre[layer.name] = pj.projections(self.graph, layer.name,
+                                             skip_synapses=_plain_conv(self.conv, self.graph, layer))
             for p in pre[layer.name]:
                 _check_name(p.name)
         if self.current:
@@ -123,6 +131,7 @@ class Plan:
             "device": device,
             "batch": self.batch,
             "signed": self.signed,
+            "conv": self.conv,
             "config": {k: v for k, v in self.config.to_dict().items() if k != "seed"},
             "input": [list(self.graph.input.shape), self.graph.input.name],
             "synapse": model_to_dict(self.graph.synapse),
@@ -233,11 +242,13 @@ def parameter_arrays(plan: Plan, graph: Optional[ir.Graph] = None) -> dict[str, 
         if isinstance(layer, ir.MaxPool2d):  # relay: no weights, no bias
             pass
         elif not (plan.current and layer is plan.layers[0]):  # current coding: layer 1 gets input as bias
-            weights = pj.projection_weights(graph, layer.name)
+            procedural = _plain_conv(plan.conv, graph, layer)
+            weights = None if procedural else pj.projection_weights(graph, layer.name)
             for proj in plan.pre[layer.name]:
-                out[f"{proj.name}.w"] = weights[proj.name]
+                w = kernel_weights(new) if procedural else weights[proj.name]
+                out[f"{proj.name}.w"] = w
                 if plan.signed and proj.source == graph.input.name:
-                    out[f"{proj.name}_neg.w"] = -weights[proj.name]
+                    out[f"{proj.name}_neg.w"] = -w
             out[f"{layer.name}.I_bias"] = layer_bias(new, graph)
         out[f"{layer.name}.theta"] = _per_neuron(new.threshold, tuple(new.output_shape))
     return out
@@ -321,6 +332,16 @@ def build_network(plan: Plan, values: dict[str, np.ndarray]) -> Built:
     return Built(net, objects, outputs, n_syn, index_s)
 
 
+def _plain_conv(conv: str, graph: ir.Graph, layer: ir.Layer) -> bool:
+    """Whether ``layer``'s input is built weight-shared under mode ``conv``: a plain Conv2d (groups 1,
+    dilation 1, zero padding) whose single projection reads one whole population."""
+    if not (is_procedural(conv, layer) and layer.groups == 1 and tuple(layer.dilation) == (1, 1)
+            and layer.padding_mode == "zeros"):
+        return False
+    terms = pj.incoming(graph, layer.name)
+    return len(terms) == 1 and terms[0][0] is layer and len(pj.segments(graph, terms[0][1])) == 1
+
+
 def _build_population(plan: Plan, layer: ir.Layer, objects: dict, values: dict, ta: Any, T: Any):
     """The NeuronGroup of one spiking population and one ``Synapses`` per projection onto it.
 
@@ -365,17 +386,23 @@ def _build_population(plan: Plan, layer: ir.Layer, objects: dict, values: dict, 
     n_syn, index_s = 0, 0.0
     if first_current:  # current coding: layer 1 gets its input as bias, no input synapses
         return group, 0, 0.0
+    procedural = _plain_conv(plan.conv, graph, layer)
     for order, proj in enumerate(plan.pre[layer.name]):
         start = time.perf_counter()
         conn = proj.synapses
         index_s += time.perf_counter() - start
-        if not isinstance(conn, Connectivity):
+        if not procedural and not isinstance(conn, Connectivity):
             raise ValueError(f"layer {layer.name!r}: no weighted synapses for the Brian2 engine")
         pres = [(proj.source, "")]
         if plan.signed and proj.source == graph.input.name:
             pres.append((graph.input.name + "_neg", "_neg"))
         for pre_name, suffix in pres:
             sname = f"{proj.name}{suffix}"
+            if procedural:  # weight-shared: kernel only, same names and delivery order as the explicit build
+                objects[sname] = conv_pathway(objects[pre_name], group, layer, graph.synapse.on_pre(neuron),
+                                              values.get(f"{sname}.w"), sname)
+                n_syn += synapse_equivalents(layer)
+                continue
             syn = Synapses(objects[pre_name], group, "w : 1", on_pre=graph.synapse.on_pre(neuron),
                            delay=0 * ms, name=sname, order=order)  # scalar delay: no per-synapse delay array
             syn.connect(i=conn.i, j=conn.j)

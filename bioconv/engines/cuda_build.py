@@ -42,15 +42,21 @@ def small_graph(seed: int = 0):
     return ir.Graph(ir.Input((1, 8, 8), rate_scale=200.0), (conv, pool, flat, fc), IF(reset="subtract"), Delta())
 
 
-def generate(directory: Optional[Path] = None, compile: bool = False, batch_size: int = 4):
-    """Generate (and with ``compile`` build) the cuda_standalone project; returns the Simulator."""
+def generate(directory: Optional[Path] = None, compile: bool = False, batch_size: int = 4,
+             conv: str = "procedural"):
+    """Generate (and with ``compile`` build) the cuda_standalone project; returns the Simulator.
+
+    ``conv="procedural"`` (default) builds the convolution with bioconv's weight-shared CUDA
+    template (``bioconv_cuda_standalone``, :mod:`bioconv.engines.convsyn`); ``"explicit"``
+    unrolls it into brian2cuda ``Synapses``.
+    """
     from brian2 import ms
 
     from bioconv.engines.brian2 import Simulator
     from bioconv.simulation import SimConfig
 
     config = SimConfig(duration=20 * ms, dt=1 * ms, bin=5 * ms)
-    sim = Simulator(small_graph(), config, device="cuda", build_dir=directory, batch_size=batch_size)
+    sim = Simulator(small_graph(), config, device="cuda", build_dir=directory, batch_size=batch_size, conv=conv)
     sim.build(signed=False, compile=compile)
     return sim
 
@@ -69,16 +75,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--codegen-only", action="store_true", help="generate the code, skip nvcc")
     parser.add_argument("--run", action="store_true", help="run 4 images after the build (needs a GPU)")
     parser.add_argument("--dir", type=Path, help="project directory (default .cache/brian/cuda/<key>)")
+    parser.add_argument("--conv", choices=["procedural", "explicit"], default="procedural",
+                        help="convolution synapses: weight-shared template (default) or unrolled")
     args = parser.parse_args(argv)
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("brian2").setLevel(logging.WARNING)
     start = time.perf_counter()
-    sim = generate(args.dir, compile=not args.codegen_only)
+    sim = generate(args.dir, compile=not args.codegen_only, conv=args.conv)
     total = time.perf_counter() - start
     found = kernels(sim.directory)
-    print(f"project: {sim.directory}")
+    print(f"project: {sim.directory} (convolution synapses: {args.conv})")
     print(f"{len(found)} CUDA kernels, e.g. " + ", ".join(found[:8]))
     t = sim.build_timings
     if args.codegen_only:
