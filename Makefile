@@ -34,11 +34,11 @@ demo: $(STAMP)
 	$(VENV)/bin/python -m studies.demo
 
 test: $(STAMP) $(CUDASTAMP)
-	$(VENV)/bin/python -m pytest -m "not cuda" --ignore=tests/test_cuda_codegen.py $(PYTEST_ARGS)
-	$(CUDAENV)/bin/python -m pytest -m cuda tests/test_cuda_codegen.py $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -m "not cuda" --ignore=tests/test_cuda_codegen.py --ignore=tests/test_cuda_graph_codegen.py $(PYTEST_ARGS)
+	$(CUDAENV)/bin/python -m pytest -m cuda tests/test_cuda_codegen.py tests/test_cuda_graph_codegen.py $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(VENV)/bin/python -m pytest -m "not slow and not standalone and not cuda" --ignore=tests/test_cuda_codegen.py $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -m "not slow and not standalone and not cuda" --ignore=tests/test_cuda_codegen.py --ignore=tests/test_cuda_graph_codegen.py $(PYTEST_ARGS)
 
 # Full nvcc build of the generated brian2cuda project (about 8 min on 2 cores).
 cuda-build: $(CUDASTAMP)
