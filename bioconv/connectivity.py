@@ -8,7 +8,7 @@ order (C, H, W), row-major) to the flat pre-activation of its outputs by a spars
 
 stored as coordinate lists: synapse ``k`` goes from presynaptic flat index ``i[k]`` to
 postsynaptic flat index ``j[k]`` with weight ``w[k]``. Biases are not synapses (engines
-inject them as constant currents, seed 004 §2.2.1).
+inject them as constant currents, Rueckauer et al. 2017 §2.2.1).
 
 * :class:`~bioconv.ir.Conv2d` — one synapse per (c_out, c_in, k_y, k_x, y, x) whose input
   pixel :math:`(s_y y + k_y - p_y, s_x x + k_x - p_x)` lies inside the image (zero padding
@@ -19,7 +19,7 @@ inject them as constant currents, seed 004 §2.2.1).
 * :class:`~bioconv.ir.AvgPool2d` — one synapse per window member, weight
   :math:`s/(k_y k_x)`.
 * :class:`~bioconv.ir.Dense` — all-to-all, ``w = weight.ravel()``.
-* :class:`~bioconv.ir.MaxPool2d` — the gated spiking max-pool of seed 004 §2.2.6, see
+* :class:`~bioconv.ir.MaxPool2d` — the gated spiking max-pool of Rueckauer et al. 2017 §2.2.6, see
   :class:`GatedMaxPool` (window membership plus gating rule; it has no ``w``, so an
   engine that cannot gate fails instead of silently sum-pooling).
 
@@ -93,7 +93,7 @@ class Connectivity:
 
 @dataclass(frozen=True, eq=False)
 class GatedMaxPool:
-    r"""Gated spiking max-pool (seed 004 §2.2.6): each pool unit passes only the spikes of
+    r"""Gated spiking max-pool (Rueckauer et al. 2017 §2.2.6): each pool unit passes only the spikes of
     the window member with the highest running firing-rate estimate.
 
     The rate estimate is the online average, i.e. the spike count :math:`c_i(t)` since the

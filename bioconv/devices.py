@@ -1,6 +1,6 @@
 """The only module that touches Brian2's global device and code-generation preferences.
 
-Three ways to run a Brian2 network (see DESIGN §5):
+Three ways to run a Brian2 network:
 
 - ``runtime``: Python drives the simulation; ``target`` is ``"numpy"`` (no compiler) or
   ``"cython"`` (compiled, cached in ``$BRIAN_CACHE_DIR``).

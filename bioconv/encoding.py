@@ -2,13 +2,13 @@ r"""Input coding: images to firing rates, and rates to seeded, reproducible spik
 
 A pixel value :math:`x` becomes the rate :math:`r = \mathrm{rate\_scale}\,|x|` (Hz) with
 sign :math:`\mathrm{sign}(x)` (signed spikes for inputs that can be negative, such as
-mean/std-normalized CIFAR-10; seed 000 §10-11). Per time step of length :math:`\Delta t`:
+mean/std-normalized CIFAR-10; the MCR-Norm paper §10-11). Per time step of length :math:`\Delta t`:
 
 * ``bernoulli`` — a spike iff :math:`u < r\,\Delta t`, :math:`u \sim U[0, 1)`;
 * ``poisson`` — a Poisson process sampled with at most one spike per step, i.e. a spike
   iff :math:`u < 1 - e^{-r\Delta t}` (the probability of at least one event in the step);
 * ``current`` — no spikes: engines inject the constant current
-  :math:`\sum_i w_{ji}\,\mathrm{sign}(x_i)\,r_i` into the first layer (seed 004 §2.2.4),
+  :math:`\sum_i w_{ji}\,\mathrm{sign}(x_i)\,r_i` into the first layer (Rueckauer et al. 2017 §2.2.4),
   see :func:`input_current`.
 
 Image ``k`` of a batch that starts at dataset index ``first_index`` draws its uniforms
@@ -126,7 +126,7 @@ def spike_trains(
 def input_current(
     rates_hz: np.ndarray, signs: np.ndarray, layer: Optional[ir.Layer] = None
 ) -> np.ndarray:
-    r"""Constant-current ("analog") input of seed 004 §2.2.4, in Hz (charge per second).
+    r"""Constant-current ("analog") input of Rueckauer et al. 2017 §2.2.4, in Hz (charge per second).
 
     Without ``layer``: the signed per-input rate :math:`\mathrm{sign}(x_i)\,r_i`, shape
     (N, n_in). With the first spiking ``layer``: the current

@@ -10,7 +10,7 @@ concatenations, a ``torch.fx.GraphModule``) is traced with ``torch.fx`` by
   ``Linear`` -> :class:`~bioconv.ir.Dense`; ``AvgPool2d`` / ``MaxPool2d`` (no padding,
   no ceil mode) -> the IR pools; ``Flatten`` -> :class:`~bioconv.ir.Flatten`.
 - ``BatchNorm2d`` / ``BatchNorm1d`` right after a conv/linear layer are folded into it
-  (seed 000 eq. 2-3), with :math:`\sigma = \sqrt{\mathrm{var} + \epsilon}`:
+  (the MCR-Norm paper eq. 2-3), with :math:`\sigma = \sqrt{\mathrm{var} + \epsilon}`:
 
   .. math:: \tilde W = \frac{\gamma}{\sigma} W, \qquad
             \tilde b = \frac{\gamma}{\sigma}(b - \mu) + \beta

@@ -237,7 +237,7 @@ class AvgPool2d:
     r"""Average pooling, :math:`z_c(y, x) = \frac{s}{k_y k_x} \sum_{k} a_c(s_y y + k_y, s_x x + k_x)`.
 
     ``scale`` (default 1) is the factor :math:`s` that normalization puts on the
-    uniform pooling weight :math:`1/(k_y k_x)`. No padding (as in the seeds' nets).
+    uniform pooling weight :math:`1/(k_y k_x)`. No padding (as in the source papers' nets).
     """
 
     name: str

@@ -1,6 +1,6 @@
 r"""Memory preflight for Brian2 networks: estimate before building, refuse what cannot fit.
 
-Explicit Brian2 synapses cost, per synapse (DESIGN §5, measured on cpp_standalone):
+Explicit Brian2 synapses cost, per synapse (measured on cpp_standalone):
 int32 pre and post index (8 B), float64 weight (8 B), the per-synapse delay/queue
 bookkeeping and the pre/post lookup vectors built at startup (~36 B): about 52 B in the
 running binary and about 70 B while Python builds the project in the same process (the

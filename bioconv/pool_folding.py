@@ -16,7 +16,7 @@ change. The folded layer keeps the name of the conv/dense layer; the pool and it
 disappear from the spiking network.
 
 Why fold: a spiking average pool of IF neurons without bias fires at a staircase of rates
-(it needs an integer number of input spikes per output spike, seed 000 Fig. 1a), so its
+(it needs an integer number of input spikes per output spike, the MCR-Norm paper Fig. 1a), so its
 max rate cannot be set to a target within a few percent, and each pool adds one step of
 delay and a rate-quantization stage. The folded network computes the same ANN function
 with one spiking population fewer per pool, at the cost of more synapses per spike

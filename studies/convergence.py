@@ -2,7 +2,7 @@ r"""Study 5 (MCR-Norm paper, Fig. 5): accuracy vs simulated time.
 
 MCR-Norm on the standard IF neuron (200 Hz range) against data-based max norm on IF with
 reset by subtraction (1000 Hz range, Rueckauer et al. (2017)), plus max norm on the standard IF for
-reference. Seed 000: MNIST converges within 100 ms and MCR-Norm adds no latency over
+reference. The MCR-Norm paper: MNIST converges within 100 ms and MCR-Norm adds no latency over
 the IF-subtract baseline while firing in (0, 400 Hz) instead of (0, 1000 Hz).
 """
 

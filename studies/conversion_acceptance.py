@@ -14,7 +14,7 @@ average pools folded into the next layer (:mod:`bioconv.pool_folding`), 1000 tes
   1000 Hz input (Rueckauer et al. 2017).
 * **Matched accuracy**: for accuracy levels reached by every method, the spikes per image
   each method has fired (all layers, :meth:`bioconv.simulation.SimResult.spikes_vs_time`) by
-  the first time it reaches that level. Seed 000 claims MCR-Norm needs 2.5× fewer spikes
+  the first time it reaches that level. The MCR-Norm paper claims MCR-Norm needs 2.5× fewer spikes
   than max norm and 7.5× fewer than percentile norm.
 """
 

@@ -1,4 +1,4 @@
-r"""Study 7 (new, not in the seeds): neuron and synapse models at a fixed 200 Hz target.
+r"""Study 7 (new, not in the source papers): neuron and synapse models at a fixed 200 Hz target.
 
 MCR-Norm scanned to 200 Hz for IF (reset to zero / by subtraction), LIF (τ_m = 20 ms) and
 SRM (τ_s = τ_r = 1 ms), each with delta and alpha (τ_s = 1 ms) synapses (SRM: delta only).

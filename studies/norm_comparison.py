@@ -2,7 +2,7 @@ r"""Study 3 (MCR-Norm paper, Fig. 3): max, robust (99.9th percentile), Spike-Nor
 
 All on the standard IF neuron (reset to zero) with delta synapses. The three traditional
 methods map the layer range to 1000 Hz (:math:`\rho = 1` at τ = 1 ms, input 1000 Hz, as in
-the seeds); MCR-Norm scans every layer to a 200 Hz max rate (input 400 Hz, the MCR-Norm paper (sec. 10)).
+the source papers); MCR-Norm scans every layer to a 200 Hz max rate (input 400 Hz, the MCR-Norm paper (sec. 10)).
 Reported: response curves (SNN rate vs a/λ, all layers pooled per method), histograms of
 the per-neuron rates, spikes per image, the range of layer max rates and the accuracy at T with
 its 95 % interval (pooled over input seeds) and McNemar's test of MCR-Norm against each

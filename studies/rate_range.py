@@ -3,7 +3,7 @@ r"""Study 4 (MCR-Norm paper, Fig. 4): accuracy loss and latency vs the target ma
 MCR-Norm on the standard IF neuron (reset to zero, delta synapses) with every layer scanned
 to a max rate from 50 to 500 Hz (input at twice the target, capped at 1000 Hz). Latency
 is the time after which accuracy stays within 0.1 % of its final value; the figure also
-shows the first time accuracy reaches 95 %, which is less sensitive to single late flips. Seed 000 finds the
+shows the first time accuracy reaches 95 %, which is less sensitive to single late flips. The MCR-Norm paper finds the
 accuracy dropping at high rates, latency growing at low rates, and the balance at
 200-400 Hz, close to the ~200 Hz biological ceiling (shaded/dotted in the figure). Targets
 above 500 Hz are unreachable for the standard IF neuron at dt = 1 ms (see :func:`run_one`);

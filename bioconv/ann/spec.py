@@ -1,4 +1,4 @@
-"""One small grammar for the seeds' architecture strings, e.g. ``28x28-64c3BN-p2-D0.1-2048FC-10FC``.
+"""One small grammar for the source papers' architecture strings, e.g. ``28x28-64c3BN-p2-D0.1-2048FC-10FC``.
 
 Tokens, separated by ``-``:
 

@@ -1,6 +1,6 @@
 """Train an ANN from the model zoo (or any spec string) and write a checkpoint.
 
-Seed 000 Table 2 settings: cross-entropy loss, Adadelta (lr 1.0), batch 100; early
+The MCR-Norm paper Table 2 settings: cross-entropy loss, Adadelta (lr 1.0), batch 100; early
 stopping, augmentation and an L2 penalty are optional. The checkpoint (.pt) holds the
 weights plus metadata: spec, arch, dataset, input shape, preprocessing, seed, test
 accuracy, per-epoch history, training time and software versions.
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="dataset folder (default: $BIOCONV_DATA_DIR, then ~/.cache/bioconv)")
     parser.add_argument("--batch-size", type=int, default=100, help="mini-batch size in images (default 100)")
     parser.add_argument("--lr", type=float, default=1.0, help="Adadelta learning rate (default 1.0)")
-    parser.add_argument("--weight-decay", type=float, default=0.0, help="L2 penalty coefficient (default 0; seed 000 uses L2 on CIFAR-10)")
+    parser.add_argument("--weight-decay", type=float, default=0.0, help="L2 penalty coefficient (default 0; the MCR-Norm paper uses L2 on CIFAR-10)")
     parser.add_argument("--early-stopping", type=int, metavar="N",
                         help="stop after N epochs without validation-accuracy gain (holds out 10%% of the training set; best weights kept)")
     parser.add_argument("--augment", action="store_true",

@@ -4,7 +4,7 @@
 ``images`` float32 (N, C, H, W), already preprocessed as in the seed papers, and
 ``labels`` int64 (N,):
 
-- ``mnist``: pixel / 255, in [0, 1] (seed 000 §11).
+- ``mnist``: pixel / 255, in [0, 1] (the MCR-Norm paper §11).
 - ``cifar10``: per channel :math:`x_c = (p/255 - \\mu_c) / \\sigma_c` with the
   CIFAR-10 training-set statistics (values in about [-2.0, 2.1]); the inputs
   are signed, so the spiking input layer needs signed spikes.

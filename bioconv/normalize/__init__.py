@@ -1,11 +1,11 @@
 """Normalization of converted networks: pure functions, statistics in and a new Graph out.
 
 - :mod:`~bioconv.normalize.stats`: ANN activation statistics on a calibration set (λ_n, λ_0).
-- :mod:`~bioconv.normalize.data_based`: ``max`` and ``robust`` (percentile) norm (seed 004 §2.2.2).
-- :mod:`~bioconv.normalize.mcr`: MCR-Norm, per-layer gains scanned to a target max rate (seed 000).
+- :mod:`~bioconv.normalize.data_based`: ``max`` and ``robust`` (percentile) norm (Rueckauer et al. 2017 §2.2.2).
+- :mod:`~bioconv.normalize.mcr`: MCR-Norm, per-layer gains scanned to a target max rate (the MCR-Norm paper).
 - :mod:`~bioconv.normalize.spike_norm`: Spike-Norm (Sengupta et al. 2019) with biases.
-- :mod:`~bioconv.normalize.thresholds`: threshold balancing ⇔ weight scaling (seed 001
-  Theorem 1) and MPBN folding into thresholds (seed 002 eq. 10).
+- :mod:`~bioconv.normalize.thresholds`: threshold balancing ⇔ weight scaling (Ding et al. 2021
+  Theorem 1) and MPBN folding into thresholds (Guo et al. 2023 eq. 10).
 - :mod:`~bioconv.normalize.probes`: engine probes that measure rates for the scans.
 - :mod:`~bioconv.normalize.scaling`: the scaling rule they all share.
 

@@ -1,4 +1,4 @@
-r"""Data-based normalization: ``max`` (seed 004 §2.2.2.1) and ``robust`` (§2.2.2.2).
+r"""Data-based normalization: ``max`` (Rueckauer et al. 2017 §2.2.2.1) and ``robust`` (§2.2.2.2).
 
 With :math:`\lambda_n` the maximum (``max``) or the :math:`p`-th percentile (``robust``,
 default :math:`p = 99.9`) of the ANN activations of layer :math:`n` on a calibration set,
@@ -11,7 +11,7 @@ which is the shared rule of :mod:`bioconv.normalize.scaling` with gains :math:`G
 and the same target :math:`\rho` in every layer (:math:`\rho = 1`, i.e. 1000 Hz at
 :math:`\tau` = 1 ms, recovers the formula above exactly; another target rate multiplies
 weights and biases by :math:`\rho` and the input rate accordingly). The input layer maps
-:math:`(0, \lambda_0)` to :math:`(0, \rho_0/\tau)` (seed 000 §10).
+:math:`(0, \lambda_0)` to :math:`(0, \rho_0/\tau)` (the MCR-Norm paper §10).
 """
 
 from __future__ import annotations
@@ -97,10 +97,10 @@ def data_based_norm(
 
 
 def max_norm(graph: ir.Graph, stats: ActivationStats, **options: Any) -> ir.Graph:
-    """Max-norm (seed 004 §2.2.2.1): :math:`\\lambda_n = \\max a_n`; see :func:`data_based_norm`."""
+    """Max-norm (Rueckauer et al. 2017 §2.2.2.1): :math:`\\lambda_n = \\max a_n`; see :func:`data_based_norm`."""
     return data_based_norm(graph, stats, percentile=None, **options)
 
 
 def robust_norm(graph: ir.Graph, stats: ActivationStats, percentile: float = 99.9, **options: Any) -> ir.Graph:
-    """Robust norm (seed 004 §2.2.2.2): :math:`\\lambda_n` = p-th percentile; see :func:`data_based_norm`."""
+    """Robust norm (Rueckauer et al. 2017 §2.2.2.2): :math:`\\lambda_n` = p-th percentile; see :func:`data_based_norm`."""
     return data_based_norm(graph, stats, percentile=percentile, **options)

@@ -1,4 +1,4 @@
-r"""MCR-Norm (minimum chain rule normalization, seed 000 §5-10 and Appendix B).
+r"""MCR-Norm (minimum chain rule normalization, the MCR-Norm paper §5-10 and Appendix B).
 
 Layer by layer, from the input to the output, the weights and bias of layer :math:`n`
 follow the shared rule of :mod:`bioconv.normalize.scaling`,
@@ -7,11 +7,11 @@ follow the shared rule of :mod:`bioconv.normalize.scaling`,
     \tilde w_n = G_n\frac{\rho_n}{\lambda_n}\frac{\lambda_{n-1}}{\rho_{n-1}}\,w_n, \qquad
     \tilde b_n = G_n\frac{\rho_n}{\lambda_n}\,b_n,
 
-(seed 000 eq. 4-5 with :math:`g_n/g_{n-1} = G_n` and :math:`\eta_{n-1} = \rho_{n-1}`), and
+(the MCR-Norm paper eq. 4-5 with :math:`g_n/g_{n-1} = G_n` and :math:`\eta_{n-1} = \rho_{n-1}`), and
 the gain :math:`G_n` is found by a bracketing scan (bisection, Appendix B) on a calibration
 set so that the layer's measured maximum firing rate equals its predefined target
 :math:`\rho_n/\tau` (e.g. 200 Hz) within a relative tolerance (default ±2 %). The gain
-compensates firing-rate degeneration (seed 000 §4): with it, every layer fires in the same
+compensates firing-rate degeneration (the MCR-Norm paper §4): with it, every layer fires in the same
 low range. The input maps :math:`(0, \lambda_0)` to :math:`(0, \gamma_0/\tau)` (§10),
 negative inputs by signed spikes.
 
@@ -127,7 +127,7 @@ def scan_gain(
     space, alternating the log-linear interpolation point (kept inside the middle 80 %)
     with the midpoint, so the bracket at least halves every two steps. It stops without
     convergence when the bracket is narrower than ``gain_resolution`` (the statistic jumps
-    over the window, e.g. the stepped response of seed 000 Fig. 1a). Returns ``(gain,
+    over the window, e.g. the stepped response of the MCR-Norm paper Fig. 1a). Returns ``(gain,
     value, history, converged)``; when not converged, the best value seen.
     """
     lo: Optional[tuple[float, float]] = None
@@ -235,7 +235,7 @@ def mcr_norm(
     pool_mode : "auto", "scan" or "count"
         Average pools are scanned like any layer (``scan``), or over the integer number of
         input spikes per output spike (``count``, :func:`scan_pool_count`): a bias-free IF
-        pool's rate is a staircase in the gain (seed 000 Fig. 1a) that usually jumps over a
+        pool's rate is a staircase in the gain (the MCR-Norm paper Fig. 1a) that usually jumps over a
         ±2 % window, so ``auto`` uses ``count`` for IF pools (the closest step wins) and
         ``scan`` for other models.
     calibration : dict

@@ -1,6 +1,6 @@
 r"""The one scaling rule every normalization method shares, and small Graph helpers.
 
-Units (DESIGN §2, "consistent reading"): rates are measured per reference time constant
+Units: rates are measured per reference time constant
 :math:`\tau` (1 ms), so :math:`\rho = 0.2` means 200 Hz. Layer :math:`k` is meant to encode
 an ANN activation :math:`a` as :math:`r_k\tau \approx \rho_k\,a/\lambda_k`, and the input
 encodes a pixel :math:`x` as :math:`r_0\tau = \rho_0\,x/\lambda_0` (``Input.rate_scale`` =
@@ -17,7 +17,7 @@ spike) and bias :math:`\tilde b` (current per :math:`\tau`) fires at exactly
 
 therefore gives :math:`r_n\tau = G_n\rho_n a_n/\lambda_n` when :math:`\rho^{w}_{n-1} =
 \rho_{n-1}` and :math:`\eta_n = 1`. :math:`G_n` is the per-layer gain (1 for max/robust
-norm; found by scanning in MCR-Norm, seed 000 eq. 4-5, where the paper's
+norm; found by scanning in MCR-Norm, the MCR-Norm paper eq. 4-5, where the paper's
 :math:`g_n/g_{n-1}` is :math:`G_n` and its :math:`\eta_{n-1}` is :math:`\rho_{n-1}`),
 :math:`\rho^{w}_{n-1}` the slope assumed (or measured) for the previous layer, and
 :math:`\eta_n` an optional bias fine-tuning factor. Average pools scale their pooling

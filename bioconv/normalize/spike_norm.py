@@ -1,4 +1,4 @@
-r"""Spike-Norm (Sengupta et al. 2019), extended to biases and folded BN (seed 000 §2).
+r"""Spike-Norm (Sengupta et al. 2019), extended to biases and folded BN (the MCR-Norm paper §2).
 
 Original algorithm: layer by layer, with the layers below already normalized, run the
 spiking network on calibration inputs for a time window and set the threshold of layer
@@ -10,7 +10,7 @@ Extension (the original had neither bias nor BN; BN is already folded into :math
 by :func:`bioconv.from_torch.from_torch`): the bias is a constant current that adds
 :math:`b\,\Delta t/\tau` per step, so it enters the maximum, and the weights carry the
 compensation for the previous layer's rate code, so weights and biases stay balanced
-(seed 000 §4, challenge 2). With the previous layer encoding :math:`a \mapsto r\tau =
+(the MCR-Norm paper §4, challenge 2). With the previous layer encoding :math:`a \mapsto r\tau =
 \rho_{n-1} a/\lambda_{n-1}`,
 
 .. math::

@@ -4,14 +4,14 @@ For every spiking layer :math:`n` of an unconverted Graph (thresholds 1), the AN
 activations :math:`a_n = \mathrm{ReLU}(W_n a_{n-1} + b_n)` (the last layer linear) are
 computed with :meth:`bioconv.ir.Graph.forward`, and summarized as
 
-- :math:`\lambda_n = \max a_n` over all neurons and calibration images (max-norm, seed 004
+- :math:`\lambda_n = \max a_n` over all neurons and calibration images (max-norm, Rueckauer et al. 2017
   §2.2.2.1), and
 - the :math:`p`-th percentiles of the *positive* activations of the layer (robust norm,
-  seed 004 §2.2.2.2; zeros are left out as in the SNN toolbox, so a sparse layer does
+  Rueckauer et al. 2017 §2.2.2.2; zeros are left out as in the SNN toolbox, so a sparse layer does
   not get a zero scale),
 - optionally the per-channel maximum (C,) of convolution and pooling layers.
 
-The input scale is :math:`\lambda_0 = \max |x|` over the calibration images (seed 000
+The input scale is :math:`\lambda_0 = \max |x|` over the calibration images (the MCR-Norm paper
 §10: the input range :math:`(0, \lambda_0)` maps to input rates :math:`(0, \gamma_0/\tau)`).
 """
 

@@ -1,6 +1,6 @@
 r"""Threshold balancing and membrane-potential BN folding as Graph transforms.
 
-**Weight scaling ⇔ threshold setting** (seed 001 Theorem 1). Multiplying a layer's weights,
+**Weight scaling ⇔ threshold setting** (Ding et al. 2021 Theorem 1). Multiplying a layer's weights,
 bias and threshold by the same :math:`k > 0`,
 
 .. math:: (w, b, \theta) \mapsto (k w, k b, k \theta),
@@ -14,14 +14,14 @@ is one such family: :func:`weight_form` puts the scale into the weights (θ = 1)
 max-norm: :math:`\theta_n = \lambda_n`, :math:`W = W^{ANN}\lambda_{n-1}`; "threshold
 balancing"), using the factors recorded by the normalization.
 
-**MPBN folding** (seed 002 eq. 8-10). A batch norm of the membrane potential before the
+**MPBN folding** (Guo et al. 2023 eq. 8-10). A batch norm of the membrane potential before the
 firing decision, spike iff :math:`\gamma_i (u_i - \mu_i)/\sqrt{\sigma_i^2+\epsilon} + \beta_i >
 V_{th}`, is the same as :math:`u_i > \tilde V_{th,i}` with
 
 .. math:: \tilde V_{th,i} = \frac{(V_{th} - \beta_i)\sqrt{\sigma_i^2+\epsilon}}{\gamma_i} + \mu_i
 
 for :math:`\gamma_i > 0` (per channel, or per element for element-wise MPBN). Resets act on
-the raw :math:`u` (seed 002 eq. 2: hard reset to 0); with reset by subtraction, ``v -= θ``
+the raw :math:`u` (Guo et al. 2023 eq. 2: hard reset to 0); with reset by subtraction, ``v -= θ``
 uses the folded threshold.
 """
 
@@ -130,7 +130,7 @@ def mpbn_threshold(
     var: np.ndarray,
     eps: float = 0.0,
 ) -> np.ndarray:
-    """Folded threshold :math:`\\tilde V_{th} = (V_{th}-\\beta)\\sqrt{\\sigma^2+\\epsilon}/\\gamma + \\mu` (seed 002 eq. 10)."""
+    """Folded threshold :math:`\\tilde V_{th} = (V_{th}-\\beta)\\sqrt{\\sigma^2+\\epsilon}/\\gamma + \\mu` (Guo et al. 2023 eq. 10)."""
     gamma, beta, mean, var = (np.asarray(a, dtype=np.float64) for a in (gamma, beta, mean, var))
     if np.any(gamma <= 0):
         raise ValueError(
@@ -142,7 +142,7 @@ def mpbn_threshold(
 
 
 def mpbn_fires(u: np.ndarray, v_th: float, gamma, beta, mean, var, eps: float = 0.0) -> np.ndarray:
-    """The unfolded firing rule (seed 002 eq. 9), channel axis 1: ``MPBN(u) > V_th``."""
+    """The unfolded firing rule (Guo et al. 2023 eq. 9), channel axis 1: ``MPBN(u) > V_th``."""
     shape = (1, -1) + (1,) * (np.ndim(u) - 2) if np.ndim(gamma) == 1 else (1,) + np.shape(gamma)
     g, b, m, s = (np.reshape(np.asarray(a, dtype=np.float64), shape) for a in (gamma, beta, mean, var))
     return g * (u - m) / np.sqrt(s + eps) + b > v_th
