@@ -156,7 +156,7 @@ def test_memory_preflight_refuses_huge_network():
     with pytest.raises(MemoryError, match=r"GiB.*limit.*smaller network.*GPU.*build-then-run"):
         memory.preflight(graph)
     with pytest.raises(MemoryError):
-        engine.Simulator(graph, SimConfig(), device="cpp").run(np.zeros((1, 64, 300, 300), np.float32), [0])
+        engine.Simulator(graph, SimConfig(), device="cpp", conv="explicit").run(np.zeros((1, 64, 300, 300), np.float32), [0])
     small = memory.preflight(tiny_graph(), limit_bytes=10**9)
     assert 0 < small.bytes < 10**6
 
