@@ -45,6 +45,13 @@ def _threshold_form(threshold: Any) -> str:
 
 def _check_exportable(graph: ir.Graph, layer: ir.Layer, neuron: Any) -> None:
     where = f"layer {layer.name!r}"
+    if isinstance(layer, (ir.Add, ir.Concat)) or not getattr(layer, "spiking", True) or not graph.is_sequential:
+        raise ValueError(f"{where}: {type(layer).__name__} in a graph with several inputs per layer (residual "
+                         "additions, concatenations); the NIR export writes chains of layers only")
+    if isinstance(layer, ir.Conv2d) and (layer.groups != 1 or tuple(layer.dilation) != (1, 1)
+                                         or layer.padding_mode != "zeros"):
+        raise ValueError(f"{where}: grouped, dilated or non-zero-padded convolution; the NIR export writes "
+                         "plain convolutions only")
     if isinstance(layer, ir.MaxPool2d):
         raise ValueError(f"{where}: NIR has no gated max-pool (SumPool2d/AvgPool2d only); convert with average pooling")
     if not isinstance(neuron, (IF, LIF)):
@@ -127,13 +134,17 @@ def to_nir(graph: ir.Graph, dt: Quantity = 1 * ms) -> Any:
     nodes: dict[str, Any] = {inp.name: nir.Input(input_type={"input": np.array(inp.shape)},
                                                  metadata={"bioconv_rate_scale_hz": float(inp.rate_scale)})}
     for layer in graph.layers:
+        if not (isinstance(layer, ir.Flatten) and graph.is_sequential):
+            _check_exportable(graph, layer, graph.neuron_for(layer.name))
         for name, node in _layer_nodes(nir, graph, layer, dt_s):
             if name in nodes or name == "output":
                 raise ValueError(f"layer {layer.name!r}: NIR node name {name!r} is taken; rename the layer")
             nodes[name] = node
     nodes["output"] = nir.Output(output_type={"output": np.array(graph.output_shape)})
     names = list(nodes)
+    clips = {l.name: float(l.clip) for l in graph.layers if getattr(l, "clip", None) is not None}
     meta = {"bioconv_meta": json.dumps(dict(graph.meta), sort_keys=True), "bioconv_dt_s": dt_s,
+            "bioconv_clip": json.dumps(clips),
             "bioconv_neuron": json.dumps(None if graph.neuron is None else model_to_dict(graph.neuron))}
     return nir.NIRGraph(nodes=nodes, edges=list(zip(names[:-1], names[1:])), metadata=meta)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import re
@@ -219,6 +221,8 @@ def from_nir(graph: Any, options: ImportOptions | None = None) -> ir.Graph:
     bio_meta = json.loads(meta["bioconv_meta"]) if "bioconv_meta" in meta else {
         "source": "nir", "nir_import": {"dt_ms": float(opts.dt / ms), "discretization": opts.discretization,
                                         "reset": opts.reset, "nodes": [k for k, _ in chain]}}
+    clips = json.loads(meta["bioconv_clip"]) if "bioconv_clip" in meta else {}  # ANN clip values (ReLU6, ...)
+    layers = [dataclasses.replace(l, clip=float(clips[l.name])) if l.name in clips else l for l in layers]
     return ir.Graph(ir.Input(in_shape, float(rate), input_name), tuple(layers), neuron=default,
                     synapse=next(iter(synapses.values())),
                     layer_neurons={k: v for k, v in neurons.items() if v != default}, meta=bio_meta)
