@@ -162,7 +162,8 @@ def test_response_curves_quick_writes_figure(tmp_path):
 
 
 NETWORK_STUDIES = ["rate_degeneration", "norm_comparison", "rate_range", "convergence",
-                   "accuracy_table", "neuron_models", "dt_fidelity", "conversion_acceptance", "plausibility"]
+                   "accuracy_table", "neuron_models", "dt_fidelity", "conversion_acceptance", "plausibility",
+                   "model_fidelity"]
 
 
 @pytest.fixture(scope="module")
@@ -271,3 +272,20 @@ def test_plausibility_reports_rates_irregularity_and_latency(quick_env):
     assert {"input"} < set(raster.layer)
     sweep = plausibility.sweep_summary(table)
     assert (sweep.ci_low <= sweep.accuracy).all() and set(sweep.t_ms) == {250.0}
+
+
+@pytest.mark.slow
+def test_model_fidelity_compares_mcr_and_mcr_tf_on_the_same_images(quick_env):
+    from bioconv.commands.study import run_study
+    from studies import model_fidelity
+
+    out, ckpt = quick_env
+    run_study("model_fidelity", quick=True, ckpt=str(ckpt), out=out, figures=out / "fig")
+    table = pd.read_parquet(out / "model_fidelity-quick.parquet")
+    s = model_fidelity.summary(table)
+    assert set(s.method) == {"mcr", "mcr-tf"} and len(s) == 2
+    for col in ("snn_accuracy", "snn_ci_low", "snn_ci_high", "ann_accuracy", "loss_pct", "mcnemar_p"):
+        assert s[col].notna().all(), col
+    assert (s.snn_ci_low <= s.snn_accuracy).all() and (s.snn_accuracy <= s.snn_ci_high).all()
+    np.testing.assert_allclose(s.loss_pct, 100 * (s.ann_accuracy - s.snn_accuracy))
+    assert any(c.startswith("max_hz_") for c in s.columns)
