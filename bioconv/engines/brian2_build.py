@@ -242,7 +242,7 @@ def parameter_arrays(plan: Plan, graph: Optional[ir.Graph] = None) -> dict[str, 
         if isinstance(layer, ir.MaxPool2d):  # relay: no weights, no bias
             pass
         elif not (plan.current and layer is plan.layers[0]):  # current coding: layer 1 gets input as bias
-            procedural = _plain_conv(plan.conv, graph, layer)
+            procedural = _plain_conv(plan.conv, plan.graph, layer)  # structure: the compiled graph
             weights = None if procedural else pj.projection_weights(graph, layer.name)
             for proj in plan.pre[layer.name]:
                 w = kernel_weights(new) if procedural else weights[proj.name]
