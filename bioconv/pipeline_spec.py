@@ -14,7 +14,7 @@ strings) that is stored in the graph's metadata and hashed by the study caches.
 
 Neuron parameters
 -----------------
-``tau_syn`` is the time constant of the alpha synapse and, for the SRM, the PSP kernel's
+``tau_syn`` is the time constant of the alpha or exponential synapse and, for the SRM, the PSP kernel's
 :math:`\tau_s`; ``tau_r`` is the SRM's refractory kernel :math:`\tau_r`; ``refractory`` is
 the absolute refractory period of IF and LIF neurons (the SRM has none: its refractoriness
 is the kernel). ``tau_m`` is the LIF membrane time constant.
@@ -32,7 +32,7 @@ from bioconv.units import parse_rate, parse_time
 
 NeuronKind = Literal["if", "lif", "srm"]
 ResetKind = Literal["zero", "subtract"]
-SynapseKind = Literal["delta", "alpha"]
+SynapseKind = Literal["delta", "alpha", "exponential"]
 InputCoding = Literal["bernoulli", "poisson"]
 PoolHandling = Literal["fold", "spiking"]
 WeightForm = Literal["weights", "thresholds"]
@@ -108,7 +108,7 @@ class ConversionSpec:
         if self.neuron == "srm" and float(self.refractory) > 0:
             raise ValueError("the SRM has no absolute refractory period (its refractory kernel is tau_r); "
                              "set refractory to 0ms")
-        if self.neuron == "srm" and self.synapse == "alpha":
+        if self.neuron == "srm" and self.synapse != "delta":
             raise ValueError("the SRM filters its input with its own PSP kernel: use synapse='delta' with SRM "
                              "and set the kernel with tau_syn")
         object.__setattr__(self, "options", dict(self.options))
@@ -129,7 +129,9 @@ class ConversionSpec:
         """The :mod:`bioconv.synapses` object of this spec."""
         from bioconv.synapses import make_synapse
 
-        return make_synapse("alpha", tau_s=self.tau_syn) if self.synapse == "alpha" else make_synapse("delta")
+        if self.synapse == "delta":
+            return make_synapse("delta")
+        return make_synapse(self.synapse, tau_s=self.tau_syn)  # alpha or exponential (first-order current)
 
     def calibration_config(self):
         """The :class:`~bioconv.simulation.SimConfig` of the calibration runs (input seed = ``calib_seed``)."""

@@ -44,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reset", default="zero", choices=("zero", "subtract"), help="IF/LIF reset (default zero)")
     parser.add_argument("--tau-m", default="20ms", help="LIF membrane time constant (default 20ms)")
     parser.add_argument("--refractory", default="0ms", help="IF/LIF absolute refractory period (default 0ms)")
-    parser.add_argument("--synapse", default="delta", choices=("delta", "alpha"), help="synapse model (default delta)")
+    parser.add_argument("--synapse", default="delta", choices=("delta", "alpha", "exponential"),
+                        help="synapse model: delta, alpha or exponential (first-order current; tau from --tau-syn) "
+                             "(default delta)")
     parser.add_argument("--tau-syn", default="1ms",
                         help="alpha synapse time constant, and the SRM's PSP kernel tau_s (default 1ms)")
     parser.add_argument("--tau-r", default="1ms", help="SRM refractory kernel time constant tau_r (default 1ms)")
