@@ -92,10 +92,12 @@ def plot(table: pd.DataFrame, outdir) -> list:
             hi = 100 * (rows.ann_accuracy - rows.snn_ci_low)
             errorbars(ax, x, loss, lo, hi, color=method_color(method), label=METHOD_LABELS[method])
         ax.axhline(0.0, color="k", lw=0.6)
+        ax.set_yscale("symlog", linthresh=1.0)  # losses of 0.1 points and of 70 points on one axis
+        ax.set_ylim(-2.0, 150.0)
         ax.set_xticks(np.arange(len(combos)), [f"{n}, {syn}" for n, syn in combos], rotation=60, ha="right",
                       fontsize=6)
         t_ms = float(part.T_ms.iloc[0])
-        ax.set_ylabel("loss vs source ANN (points)")
+        ax.set_ylabel("loss vs source ANN (points, symlog)")
         ax.set_title(f"max rate {rate:g} Hz, T = {t_ms:g} ms")
     legend_outside(axes[0][-1], loc="right")
     caption(fig, common.network_label(table), "IF, LIF (tau_m 20 ms, ref 2 ms), SRM (tau_s = tau_r = 5 ms); "
