@@ -73,6 +73,7 @@ def graph_to_json(graph: ir.Graph, arrays: dict[str, np.ndarray]) -> dict[str, A
         "neuron": None if graph.neuron is None else model_to_dict(graph.neuron),
         "synapse": None if graph.synapse is None else model_to_dict(graph.synapse),
         "layer_neurons": {k: model_to_dict(v) for k, v in graph.layer_neurons.items()},
+        "schedule": graph.schedule,
         "meta": dict(graph.meta),
     }
 
@@ -127,6 +128,9 @@ def load_graph(path: str | os.PathLike) -> ir.Graph:
             synapse=None if doc["synapse"] is None else synapse_from_dict(doc["synapse"]),
             layer_neurons={k: neuron_from_dict(v) for k, v in doc["layer_neurons"].items()},
             meta=doc["meta"],
+            schedule=doc.get("schedule", "brian2"),  # files written before schedules: Brian2's order
         )
+    except ValueError as exc:
+        raise GraphFileError(f"{path}: {exc}; re-create the file with `bioconv convert`") from exc
     except (KeyError, TypeError, AttributeError) as exc:
         raise GraphFileError(f"{path} is missing a field or has a malformed one ({exc}); the file is corrupt") from exc

@@ -393,9 +393,11 @@ class Graph:
     Each layer reads the layers named in its ``inputs`` (default: the previous layer);
     the last layer is the output. ``neuron`` and ``synapse`` are the default models
     (``bioconv.neurons`` / ``bioconv.synapses`` objects, or None for an unconverted ANN
-    graph); ``layer_neurons`` overrides the neuron model per layer name. ``meta`` holds
-    JSON-serializable normalization metadata (method, λ per layer, gains, achieved
-    rates, calibration set, ...).
+    graph); ``layer_neurons`` overrides the neuron model per layer name. ``schedule`` is
+    the order of the reset and the synaptic input within a time step
+    (:data:`bioconv.models.SCHEDULES`: ``"brian2"``, Brian2's default, or ``"reset-first"``).
+    ``meta`` holds JSON-serializable normalization metadata (method, λ per layer, gains,
+    achieved rates, calibration set, ...).
     """
 
     input: Input
@@ -404,8 +406,12 @@ class Graph:
     synapse: Any = None
     layer_neurons: Mapping[str, Any] = field(default_factory=dict)
     meta: Mapping[str, Any] = field(default_factory=dict)
+    schedule: str = "brian2"
 
     def __post_init__(self) -> None:
+        from bioconv.models.dynamics import check_schedule  # local: the models layer imports brian2
+
+        check_schedule(self.schedule)
         object.__setattr__(self, "layers", tuple(self.layers))
         if not self.layers:
             raise ValueError("a Graph needs at least one layer")
@@ -504,12 +510,14 @@ class Graph:
             raise KeyError(f"no layer {name!r}")
         return replace(self, layers=layers)
 
-    def with_models(self, neuron: Any = None, synapse: Any = None, **meta: Any) -> "Graph":
-        """A new Graph with other default neuron/synapse models and extra metadata."""
+    def with_models(self, neuron: Any = None, synapse: Any = None, schedule: str | None = None,
+                    **meta: Any) -> "Graph":
+        """A new Graph with other default neuron/synapse models, schedule and extra metadata."""
         return replace(
             self,
             neuron=self.neuron if neuron is None else neuron,
             synapse=self.synapse if synapse is None else synapse,
+            schedule=self.schedule if schedule is None else schedule,
             meta={**self.meta, **meta},
         )
 

@@ -231,6 +231,7 @@ def conversion(spec: ConversionSpec, ckpt: str | os.PathLike, data_dir: Optional
     options = method_options(spec)
     target, inp = rates(spec)
     ann, meta = source_ann(ckpt, spec.pools, model=model, dataset=dataset, data_dir=data_dir)
+    ann = ann.with_models(schedule=spec.schedule)  # the calibration runs use the spec's schedule
     calib = subset(load_dataset(meta["dataset"], "train", data_dir), spec.calib_n, seed=spec.calib_seed)
     percentiles = sorted({99.0, 99.9, 99.99, float(options.get("percentile", 99.9))})
     stats = activation_stats(ann, calib.images, percentiles=percentiles)

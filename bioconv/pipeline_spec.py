@@ -18,6 +18,12 @@ Neuron parameters
 :math:`\tau_s`; ``tau_r`` is the SRM's refractory kernel :math:`\tau_r`; ``refractory`` is
 the absolute refractory period of IF and LIF neurons (the SRM has none: its refractoriness
 is the kernel). ``tau_m`` is the LIF membrane time constant.
+
+``schedule`` orders the reset and the synaptic input within a time step
+(:data:`bioconv.models.SCHEDULES`): ``"brian2"`` (Brian2's default: input arriving in the step
+in which a neuron fires is erased by a reset to zero) or ``"reset-first"`` (reset, then that
+step's input; converges as dt → 0 without a dead time per spike). The converted graph
+carries it, and every engine and the calibration runs use it.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ PoolHandling = Literal["fold", "spiking"]
 WeightForm = Literal["weights", "thresholds"]
 ProbeEngine = Literal["torch", "brian2"]
 ProbeDevice = Literal["runtime", "cpp"]
+Schedule = Literal["brian2", "reset-first"]  # bioconv.models.SCHEDULES
 
 TIME_FIELDS = ("tau_m", "refractory", "tau_syn", "tau_r", "dt", "duration")
 RATE_FIELDS = ("target_rate", "input_rate")
@@ -65,6 +72,7 @@ class ConversionSpec:
     tau_m: Quantity = _ms(20.0)
     refractory: Quantity = _ms(0.0)
     synapse: SynapseKind = "delta"
+    schedule: Schedule = "brian2"
     tau_syn: Quantity = _ms(1.0)
     tau_r: Quantity = _ms(1.0)
     dt: Quantity = _ms(1.0)
@@ -174,7 +182,7 @@ class ConversionSpec:
 _LITERALS: dict[str, tuple[str, ...]] = {
     "neuron": get_args(NeuronKind), "reset": get_args(ResetKind), "synapse": get_args(SynapseKind),
     "coding": get_args(InputCoding), "pools": get_args(PoolHandling), "form": get_args(WeightForm),
-    "calib_engine": get_args(ProbeEngine), "calib_device": get_args(ProbeDevice),
+    "calib_engine": get_args(ProbeEngine), "calib_device": get_args(ProbeDevice), "schedule": get_args(Schedule),
 }
 
 

@@ -267,7 +267,8 @@ def conversion_spec(cfg: dict):
         **fields, "method": cfg["method"], "target_rate": f"{cfg['rate_hz']}Hz",
         "input_rate": f"{cfg['input_rate_hz']}Hz", "synapse": cfg["synapse"], "dt": f"{cfg['dt_ms']}ms",
         "duration": f"{cfg['calib_duration_ms']}ms", "coding": cfg.get("coding", "bernoulli"),
-        "pools": cfg.get("pools", "fold"), "calib_n": int(cfg["calib_n"]), "calib_sim": int(cfg["calib_n"]),
+        "pools": cfg.get("pools", "fold"), "schedule": cfg.get("schedule", "brian2"),
+        "calib_n": int(cfg["calib_n"]), "calib_sim": int(cfg["calib_n"]),
         "calib_seed": calib_seed, "calib_engine": cfg["norm_engine"], "calib_device": "runtime",
         "options": options})
 

@@ -56,6 +56,8 @@ def test_spec_parses_and_checks_units():
         ConversionSpec(duration=10.5 * ms)
     with pytest.raises(ValueError, match="neuron must be one of"):
         ConversionSpec(neuron="hh")
+    with pytest.raises(ValueError, match=r"schedule must be one of \('brian2', 'reset-first'\)"):
+        ConversionSpec(schedule="resets-first")
     with pytest.raises(ValueError, match="calib_n"):
         ConversionSpec(calib_n=0)
 
@@ -145,9 +147,11 @@ def test_cli_convert_exposes_neuron_parameters_and_simulate_reports_loss_against
 
     out = tmp_path / "lif.bcv"
     assert main(["convert", str(ckpt), "--norm", "max", "--neuron", "lif", "--tau-m", "20ms", "--refractory", "2ms",
-                 "--synapse", "alpha", "--tau-syn", "5ms", "--calib", "30", "--out", str(out)]) == 0
+                 "--synapse", "alpha", "--tau-syn", "5ms", "--schedule", "reset-first", "--calib", "30",
+                 "--out", str(out)]) == 0
     graph = load_graph(out)
     assert graph.neuron.refractory == 2 * ms and graph.neuron.tau_m == 20 * ms and graph.synapse.tau_s == 5 * ms
+    assert graph.schedule == "reset-first" and graph.meta["conversion"]["schedule"] == "reset-first"
     assert main(["convert", str(ckpt), "--norm", "max", "--neuron", "srm", "--tau-syn", "4ms", "--tau-r", "3ms",
                  "--calib", "30", "--out", str(tmp_path / "srm.bcv")]) == 0
     srm = load_graph(tmp_path / "srm.bcv").neuron

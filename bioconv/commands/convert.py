@@ -50,6 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tau-syn", default="1ms",
                         help="alpha synapse time constant, and the SRM's PSP kernel tau_s (default 1ms)")
     parser.add_argument("--tau-r", default="1ms", help="SRM refractory kernel time constant tau_r (default 1ms)")
+    parser.add_argument("--schedule", default="brian2", choices=("brian2", "reset-first"),
+                        help="order within a time step: brian2 (Brian2's default: a reset erases the input of the "
+                             "step in which the neuron fires) or reset-first (reset, then that step's input; "
+                             "converges as dt -> 0) (default brian2)")
     parser.add_argument("--target-rate", help="max firing rate of every layer (default 200Hz for mcr, else "
                         "min(1000Hz, 1/dt))")
     parser.add_argument("--input-rate", help="input rate for the largest pixel (default 400Hz for mcr, else "
@@ -124,7 +128,8 @@ def spec_from_args(args: argparse.Namespace):
         raise ValueError(f"--tf-iterations must be >= 0, got {options['iterations']}")
     spec = ConversionSpec(
         method=args.norm, neuron=args.neuron, reset=args.reset, tau_m=parse_time(args.tau_m),
-        refractory=parse_time(args.refractory, allow_zero=True), synapse=args.synapse, tau_syn=parse_time(args.tau_syn),
+        refractory=parse_time(args.refractory, allow_zero=True), synapse=args.synapse, schedule=args.schedule,
+        tau_syn=parse_time(args.tau_syn),
         tau_r=parse_time(args.tau_r), dt=parse_time(args.dt), duration=parse_time(args.duration),
         target_rate=parse_rate(args.target_rate) if args.target_rate else None,
         input_rate=parse_rate(args.input_rate) if args.input_rate else None,

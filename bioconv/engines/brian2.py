@@ -18,10 +18,14 @@ the torch engine mirrors:
    layer :math:`l+1` spike at step :math:`k+1` at the earliest (one step per layer).
 5. ``resets``: spiking neurons reset (``v = 0`` or ``v -= theta``; SRM ``r -= 2*theta``)
    *after* receiving step :math:`k`'s input, so with reset to zero that input is lost.
+   With the graph's ``schedule="reset-first"`` the network's ``schedule`` puts ``resets``
+   before ``synapses`` (:func:`bioconv.models.brian2_schedule`) and that input is kept.
 
 With a refractory period :math:`t_\mathrm{ref} > 0` (IF/LIF), a neuron that spiked at step
 :math:`k_s` is refractory while :math:`(k - k_s)\,dt < t_\mathrm{ref}`: its state update (2)
-is skipped and it cannot spike (3), but synaptic input (4) still adds to ``v``.
+is skipped, it cannot spike (3), and synaptic input (4) to an ``(unless refractory)`` state
+(``v`` with delta synapses) is dropped, as Brian2 does (checked: spikes arriving at a
+refractory neuron leave its ``v`` unchanged).
 
 Compile once, run many: B images (``batch_size``) run back to back in one simulation of
 B·T; weights, biases, thresholds and input trains are run parameters given to the binary on

@@ -54,6 +54,7 @@ from bioconv import ir
 from bioconv import projections as pj
 from bioconv.connectivity import Connectivity, GatedMaxPool
 from bioconv.engines.brian2_conv import check_conv_mode, conv_pathway, is_procedural, kernel_weights, synapse_equivalents
+from bioconv.models.dynamics import brian2_schedule
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,7 @@ class Plan:
             "config": {k: v for k, v in self.config.to_dict().items() if k != "seed"},
             "input": [list(self.graph.input.shape), self.graph.input.name],
             "synapse": model_to_dict(self.graph.synapse),
+            "schedule": self.graph.schedule,
             "layers": [_layer_structure(layer, self.graph) for layer in self.graph.layers],
             "extra": extra,
         }
@@ -285,6 +287,8 @@ def build_network(plan: Plan, values: dict[str, np.ndarray]) -> Built:
     objects: dict[str, Any] = {}
     outputs: dict[str, tuple] = {}
     net = Network(name="bioconv_net")
+    if graph.schedule != "brian2":  # e.g. "reset-first": resets before synaptic delivery (bioconv.models.SCHEDULES)
+        net.schedule = brian2_schedule(graph.schedule)
     if plan.current:
         ta = TimedArray(values["ta_bias.values"], dt=T, name="ta_bias")
     else:

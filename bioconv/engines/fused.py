@@ -6,7 +6,8 @@ state of all layers of that image kept in cache; images of a batch run in parall
 generated from the models layer (:mod:`bioconv.models`, i.e. Brian2's own generated
 statements) by :mod:`bioconv.engines.fused_codegen` and cached on disk; the rest
 (:mod:`bioconv.engines.fused_static`) is model-independent. Per step :math:`k` and layer
-:math:`l` (Brian2's schedule, :data:`bioconv.models.SCHEDULE`):
+:math:`l` (Brian2's schedule, :data:`bioconv.models.SCHEDULES`; with ``"reset-first"`` the resets of
+step 3 run before step 2):
 
 1. groups + thresholds: the layer's :class:`~bioconv.models.Dynamics` statements on
    scalar locals (the same operations in the same order as Brian2), the refractory clamp,
@@ -166,6 +167,7 @@ class FusedNetwork:
         self.nslot = max(len(d.states) for d in dyns)
         self.tgt = np.asarray([d.states.index(d.target) for d in dyns], dtype=np.int64)
         self.refs = np.asarray([d.ref_steps for d in dyns], dtype=np.int64)
+        self.rf = np.asarray([d.reset_first for d in dyns], dtype=np.bool_)
         self.cond = np.asarray([d.ref_steps > 0 and d.target in d.frozen for d in dyns], dtype=np.bool_)
         self.gated = np.asarray([isinstance(l, ir.MaxPool2d) for l in layers], dtype=np.bool_)
         self.pgeo = np.asarray(pgeo, dtype=np.int64)
@@ -286,7 +288,7 @@ def simulate_batch(net: FusedNetwork, graph: ir.Graph, images: np.ndarray, confi
         rec_n = np.zeros((n, n_rec), dtype=np.int64)
         for a in (out.counts[rows], out.out_bins[rows], out.bin_counts[rows]):
             a[...] = 0
-        net.module.run(inp, net.off, net.model, net.nslot, net.tgt, net.cond, net.refs, net.gated, net.pgeo, net.coef,
+        net.module.run(inp, net.off, net.model, net.nslot, net.tgt, net.cond, net.refs, net.rf, net.gated, net.pgeo, net.coef,
                        net.bias, bias0, current, net.theta, net.hw, net.uniform, net.conv, net.cl, net.geo, net.wconv, net.rowptr,
                        net.row_off, net.cols, net.weights, config.steps_per_bin, out.counts[rows], out.out_bins[rows],
                        out.bin_counts[rows], out.out_v[rows] if out.record_v else out.out_v, out.record_v, rec_slot,

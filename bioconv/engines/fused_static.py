@@ -105,7 +105,7 @@ def gate(dst, lo, plo, i, count, cmax, pgeo, l):
 
 
 @numba.njit(parallel=True, cache=True, fastmath=False, nogil=True)
-def run(inp, off, model, nslot, tgt, cond, refs, gated, pgeo, coef, bias, bias0, current, theta, hw, uniform, conv, cl, geo,
+def run(inp, off, model, nslot, tgt, cond, refs, rf, gated, pgeo, coef, bias, bias0, current, theta, hw, uniform, conv, cl, geo,
         wconv, rowptr, row_off, cols, weights, spb, counts, out_bins, bin_counts, out_v, record_v, rec_slot, rec_t,
         rec_i, rec_n):
     n_img, n_steps, n_in = inp.shape
@@ -140,6 +140,9 @@ def run(inp, off, model, nslot, tgt, cond, refs, gated, pgeo, coef, bias, bias0,
                 update(m, S, lo, hi, bias_b, theta, coef[l], fired, last, nr, t, refs[l], hw[l], uniform[l])
                 n = collect(fired, words, lo, hi, spk)
                 dst = S[tgt[l]]
+                if rf[l]:  # schedule "reset-first": 4. resets before 3. synapses
+                    for q in range(n):
+                        reset(m, S, spk[lo + q], theta)
                 if cond[l]:  # frozen target: refractory neurons take no synaptic input
                     for k in range(lo, hi):
                         save[k] = dst[k]
@@ -168,7 +171,8 @@ def run(inp, off, model, nslot, tgt, cond, refs, gated, pgeo, coef, bias, bias0,
                     k = spk[lo + q]
                     if not cl[l]:
                         counts[b, k] += 1
-                    reset(m, S, k, theta)
+                    if not rf[l]:
+                        reset(m, S, k, theta)
                 if cl[l] and n > 0:  # channel-last (pos, c) order -> torch order (c, pos), stable by c
                     c_n = geo[l, 0]
                     plane = geo[l, 1] * geo[l, 2]

@@ -3,9 +3,10 @@ r"""Torch engine: a batched, clock-driven mirror of the Brian2 networks.
 Every spiking layer of a :class:`~bioconv.ir.Graph` is a batch of neurons (images ×
 neurons) whose synaptic input comes either from weight-shared ``conv2d`` / ``linear``
 (``torch.nn.functional``) or from per-spike synapse tables (below). Neuron and synapse
-models, their exact integration and Brian2's schedule order (groups → thresholds →
-synapses → resets) are in :mod:`bioconv.engines.torch_models`, where the formulae and
-the residual float differences to Brian2 are documented.
+models, their exact integration and the graph's schedule (Brian2's order groups →
+thresholds → synapses → resets, or ``"reset-first"``) are in
+:mod:`bioconv.engines.torch_models`, where the formulae and the residual float differences
+to Brian2 are documented.
 
 Timing (the same as Brian2's): the spikes of layer :math:`n` at step :math:`t` (its
 threshold in step :math:`t`) reach layer :math:`n+1` in the synapse slot of step
@@ -145,10 +146,10 @@ def _events(targets: torch.Tensor, table: torch.Tensor, n: int, b: torch.Tensor,
 def _layer_dynamics(graph: ir.Graph, layer: Any, neuron: Any, config: SimConfig, dt_s: float) -> tm.Dynamics:
     """The layer's :class:`~bioconv.models.Dynamics`: the max-pool relay, the integrating readout, or its model."""
     if isinstance(layer, ir.MaxPool2d):
-        return tm.RELAY
+        return tm.relay_dynamics(graph.schedule)
     if config.readout == "integrate" and layer.name == graph.spiking_layers[-1].name:
         return tm.readout_dynamics(neuron, graph.synapse, dt_s)
-    return tm.make_dynamics(neuron, graph.synapse, dt_s)
+    return tm.make_dynamics(neuron, graph.synapse, dt_s, graph.schedule)
 
 
 def _event_table(conn: Any, weights: Any, dtype: torch.dtype, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,10 +228,12 @@ def _gated_pool(layer: ir.MaxPool2d, spikes: torch.Tensor, counts: torch.Tensor,
 
 
 def _run_relay_pool(plan: LayerPlan, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The max-pool relay: a passed spike sets v = 1 (synapse slot), spike when v > 0.5, reset v = 0.
+    """The max-pool relay (:data:`bioconv.models.dynamics.RELAY` in the graph's schedule, ``plan.prop``).
 
-    So the pool unit fires at step t+1 for a spike passed at step t (unless it also fired
-    at t, whose reset then wipes the new spike), whatever the graph's neuron model.
+    A passed spike sets v = 1 (synapse slot), spike when v > 0.5, reset v = 0. So the pool
+    unit fires at step t+1 for a spike passed at step t, whatever the graph's neuron model;
+    in Brian2's order a reset in step t also wipes a spike passed in step t, with
+    ``"reset-first"`` it does not.
     """
     n_steps, batch, device = pre.shape[0], pre.shape[1], pre.device
     layer = plan.layer
@@ -241,8 +244,11 @@ def _run_relay_pool(plan: LayerPlan, pre: torch.Tensor) -> tuple[torch.Tensor, t
     for t in range(n_steps):
         fired = v > 0
         spikes[t] = fired
+        if plan.prop.reset_first:
+            v.masked_fill_(fired, 0)
         v += _gated_pool(layer, pre[t].reshape(batch, *layer.input_shape), pool_counts, cmax)
-        v.masked_fill_(fired, 0)
+        if not plan.prop.reset_first:
+            v.masked_fill_(fired, 0)
     return spikes, spikes.sum(0, dtype=torch.int32)
 
 

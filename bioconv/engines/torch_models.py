@@ -3,8 +3,8 @@ r"""Per-model state updates of the torch engine: :func:`step` runs a layer's :cl
 Nothing here knows a neuron model: the statements, constants and roles come from the
 models layer (:mod:`bioconv.models`), which takes them from Brian2's own code generation
 for the same ``Equations`` Brian2 integrates. :func:`step` advances a batch of neurons
-(tensors (B, n)) by one time step in Brian2's schedule order
-(:data:`bioconv.models.SCHEDULE`):
+(tensors (B, n)) by one time step in the order of ``Dynamics.schedule``
+(:data:`bioconv.models.SCHEDULES`; Brian2's default shown, ``"reset-first"`` runs 4 before 3):
 
 1. **groups**: the vector statements of ``Dynamics.update``, evaluated on tensors with
    the same operations in the same order as Brian2's generated code (float64 results
@@ -30,11 +30,11 @@ from typing import Any, Mapping, Tuple, Union
 import torch
 
 from bioconv.models import Dynamics, make_dynamics, readout_dynamics
-from bioconv.models.dynamics import RELAY
+from bioconv.models.dynamics import RELAY, relay_dynamics
 
 NEVER = -(2**40)  # "last spike" step of a neuron that has not spiked (Brian2: -1e4 s)
 
-__all__ = ["Dynamics", "make_dynamics", "readout_dynamics", "RELAY", "init_state", "step", "readout_value"]
+__all__ = ["Dynamics", "make_dynamics", "readout_dynamics", "RELAY", "relay_dynamics", "init_state", "step", "readout_value"]
 
 
 @functools.lru_cache(maxsize=512)
@@ -123,6 +123,8 @@ def step(
             state["lastspike"] = torch.where(spikes, torch.as_tensor(t, device=spikes.device), state["lastspike"])
     else:
         spikes = torch.zeros_like(new[dyn.states[0]], dtype=torch.bool)
+    if dyn.reset_first:
+        _reset(dyn, ns, new, spikes)
     # 3. synapses
     if drive is not None:
         target = new[dyn.target]
@@ -136,6 +138,14 @@ def step(
             _deliver(target, drive)
         new[dyn.target] = target
     # 4. resets
+    if not dyn.reset_first:
+        _reset(dyn, ns, new, spikes)
+    state.update(new)
+    return spikes
+
+
+def _reset(dyn: Dynamics, ns: dict[str, Any], new: dict[str, torch.Tensor], spikes: torch.Tensor) -> None:
+    """The reset statements, applied to ``new`` where ``spikes``."""
     if dyn.spiking and dyn.reset:
         ns.update(new)
         reset_ns = dict(ns)
@@ -143,5 +153,3 @@ def step(
         for var, _, _ in dyn.reset:
             if var in new:
                 new[var] = torch.where(spikes, reset_ns[var], new[var])
-    state.update(new)
-    return spikes

@@ -6,9 +6,11 @@ generated statements and :mod:`bioconv.models.dynamics` packages them per layer 
 step (:class:`Dynamics`) with the update schedule.
 """
 
-from bioconv.models.dynamics import SCHEDULE, Dynamics, make_dynamics, readout_dynamics, readout_neuron
+from bioconv.models.dynamics import (SCHEDULE, SCHEDULES, Dynamics, Schedule, brian2_schedule, check_schedule,
+                                     make_dynamics, readout_dynamics, readout_neuron, relay_dynamics)
 from bioconv.neurons import IF, LIF, NEURON_MODELS, SRM
 from bioconv.synapses import SYNAPSE_MODELS, Alpha, Delta, Exponential
 
-__all__ = ["SCHEDULE", "Dynamics", "make_dynamics", "readout_dynamics", "readout_neuron", "IF", "LIF", "SRM",
+__all__ = ["SCHEDULE", "SCHEDULES", "Schedule", "brian2_schedule", "check_schedule", "Dynamics", "make_dynamics",
+           "readout_dynamics", "readout_neuron", "relay_dynamics", "IF", "LIF", "SRM",
            "NEURON_MODELS", "Alpha", "Delta", "Exponential", "SYNAPSE_MODELS"]

@@ -7,7 +7,8 @@ directly, and the torch engine (event path and the fused numba kernel) reads a
 (:mod:`bioconv.models.codegen`): the exact one-step propagator (``exact_affine``) as
 scalar constants computed once plus vector statements in Brian2's order.
 
-**Schedule** (Brian2's default, :data:`SCHEDULE`), one time step of one layer:
+**Schedules** (:data:`SCHEDULES`; the graph's ``schedule`` picks one), one time step of
+one layer. ``"brian2"`` is Brian2's default order of slots:
 
 1. ``groups`` — state update: the statements of :attr:`Dynamics.update`; the states in
    :attr:`Dynamics.frozen` keep their value while the neuron is refractory, i.e. while
@@ -19,6 +20,17 @@ scalar constants computed once plus vector statements in Brian2's order.
    ``_lio_1*w`` for ``x_syn_post += w/(5.0*ms)``) to :attr:`Dynamics.target`, presynaptic
    neurons in index order; not to a frozen target of a refractory neuron;
 4. ``resets`` — the reset statements for the neurons that spiked.
+
+``"reset-first"`` swaps 3 and 4 (Brian2 ``Network.schedule = ['start', 'groups',
+'thresholds', 'resets', 'synapses', 'end']``). The two differ only when a synapse writes the
+state that the reset overwrites (delta synapses onto ``v`` with reset to zero): in Brian2's
+order the input that arrives in the step in which a neuron fires is erased by its reset, a
+dead time of one step per spike (rate :math:`\approx x/(\theta + x\,dt)` for drive
+:math:`x`), which the calibration absorbs at one ``dt`` but which changes with ``dt``. With
+``"reset-first"`` the threshold test, which saw only earlier input, comes before this step's
+input, as in continuous time, and the rates converge as :math:`dt \to 0` without that
+factor. With reset by subtraction, or synapses that write a current, both orders give the
+same trajectories (up to the order of float additions).
 
 Roles: the threshold variable and condition, the reset, the readout variable (what a
 voltage/integrating readout reads: ``v``, or the SRM's ``u = psi + r``), the target of a
@@ -36,16 +48,34 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
-from typing import Any, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Mapping
 
 import numpy as np
 
 from bioconv.models import codegen
 from bioconv.models.codegen import Statement
 
-#: Brian2's default schedule slots used by a spiking layer, in order.
-SCHEDULE: tuple[str, ...] = ("groups", "thresholds", "synapses", "resets")
+Schedule = Literal["brian2", "reset-first"]
+#: The slots a spiking layer runs in one time step, in order, per schedule.
+SCHEDULES: dict[str, tuple[str, ...]] = {
+    "brian2": ("groups", "thresholds", "synapses", "resets"),
+    "reset-first": ("groups", "thresholds", "resets", "synapses"),
+}
+#: Brian2's default schedule (kept for readers of the slot order).
+SCHEDULE: tuple[str, ...] = SCHEDULES["brian2"]
+
+
+def check_schedule(schedule: str) -> str:
+    """``schedule`` if it is one of :data:`SCHEDULES`, else a ``ValueError`` naming the choices."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; use one of {sorted(SCHEDULES)}")
+    return schedule
+
+
+def brian2_schedule(schedule: str) -> list[str]:
+    """Brian2's ``Network.schedule`` list for ``schedule``."""
+    return ["start", *SCHEDULES[check_schedule(schedule)], "end"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,13 +102,19 @@ class Dynamics:
     ref_steps: int
     readout: str
     spiking: bool = True
+    schedule: Schedule = "brian2"
+
+    @property
+    def reset_first(self) -> bool:
+        """True when spiking neurons are reset before this step's synaptic input arrives."""
+        return SCHEDULES[self.schedule].index("resets") < SCHEDULES[self.schedule].index("synapses")
 
     @property
     def signature(self) -> str:
         """The code (not the constants' values): engines compile one kernel branch per signature."""
         return json.dumps([self.states, self.update, self.threshold if self.spiking else None,
                            self.reset if self.spiking else None, self.target, sorted(self.constants),
-                           self.frozen if self.ref_steps > 0 else (), self.readout, self.spiking])
+                           self.frozen if self.ref_steps > 0 else (), self.readout, self.spiking, self.schedule])
 
     def weights(self, w: np.ndarray) -> np.ndarray:
         """What each synapse adds per presynaptic spike: the on_pre expression of ``w`` (float64)."""
@@ -102,7 +138,7 @@ def _key(model: Any) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _build(neuron_key: str, synapse_key: str, dt_s: float, spiking: bool) -> Dynamics:
+def _build(neuron_key: str, synapse_key: str, dt_s: float, spiking: bool, schedule: str = "brian2") -> Dynamics:
     from bioconv.neurons import neuron_from_dict
     from bioconv.synapses import synapse_from_dict
 
@@ -134,11 +170,12 @@ def _build(neuron_key: str, synapse_key: str, dt_s: float, spiking: bool) -> Dyn
         ref_steps=_refractory_steps(neuron, dt_s) if spiking else 0,
         readout=readout,
         spiking=spiking,
+        schedule=schedule,
     )
 
 
-def make_dynamics(neuron: Any, synapse: Any, dt_s: float) -> Dynamics:
-    """The :class:`Dynamics` of ``neuron`` with ``synapse`` at time step ``dt_s`` (seconds); cached."""
+def make_dynamics(neuron: Any, synapse: Any, dt_s: float, schedule: Schedule = "brian2") -> Dynamics:
+    """The :class:`Dynamics` of ``neuron`` with ``synapse`` at time step ``dt_s`` (seconds) in ``schedule``; cached."""
     from bioconv.neurons import NEURON_MODELS
     from bioconv.synapses import SYNAPSE_MODELS
 
@@ -147,7 +184,7 @@ def make_dynamics(neuron: Any, synapse: Any, dt_s: float) -> Dynamics:
     if type(synapse) not in SYNAPSE_MODELS.values():
         raise ValueError(f"unknown synapse model {synapse!r}; use one of bioconv.synapses {sorted(SYNAPSE_MODELS)}")
     synapse.post_equations(neuron)  # raises the model's own ValueError for invalid pairs
-    return _build(_key(neuron), _key(synapse), float(dt_s), True)
+    return _build(_key(neuron), _key(synapse), float(dt_s), True, check_schedule(schedule))
 
 
 def readout_neuron(neuron: Any) -> Any:
@@ -181,3 +218,8 @@ RELAY = Dynamics(
     ref_steps=0,
     readout="v",
 )
+
+
+def relay_dynamics(schedule: Schedule = "brian2") -> Dynamics:
+    """:data:`RELAY` in ``schedule``."""
+    return RELAY if schedule == RELAY.schedule else replace(RELAY, schedule=check_schedule(schedule))
