@@ -109,6 +109,7 @@ class FusedNetwork:
             coef[k, :len(dyn.constants)] = [dyn.constants[name] for name in sorted(dyn.constants)]
         bias, theta, conv, geo, wconv, pgeo = [], [], [], [], [], []
         rowptrs, cols, weights, row_off, base = [], [], [], [], 0
+        ctab_pos, ctab_k = [], []
         for layer, dyn in zip(layers, dyns):
             b = 0.0 if getattr(layer, "bias", None) is None or isinstance(layer, ir.MaxPool2d) else layer.bias
             bias.append(_per_neuron(b, layer.output_shape))
@@ -117,7 +118,7 @@ class FusedNetwork:
             if isinstance(layer, ir.MaxPool2d):
                 (c_n, h_in, w_in), (_, h_o, w_o) = layer.input_shape, layer.output_shape
                 pgeo.append([c_n, h_in, w_in, *layer.kernel_size, *layer.stride, h_o, w_o])
-                geo.append([0] * 12)
+                geo.append([0] * 13)
                 conv.append(False)
                 rowptrs.append(np.full(int(np.prod(layer.input_shape)) + 1, base))
                 continue
@@ -125,13 +126,16 @@ class FusedNetwork:
             if isinstance(layer, ir.Conv2d):  # shared kernel, (C_in, kH, kW, C_out), through the on_pre expression
                 w = dyn.weights(np.asarray(layer.weight, np.float64))
                 (c_in, h_in, w_in), (c_o, h_o, w_o) = layer.input_shape, layer.output_shape
+                tpos, tk = _conv_targets(h_in, w_in, h_o, w_o, w.shape[2], w.shape[3], layer.stride, layer.padding)
                 geo.append([c_o, h_o, w_o, w.shape[2], w.shape[3], *layer.stride, *layer.padding, h_in, w_in,
-                            sum(len(x) for x in wconv)])
+                            sum(len(x) for x in wconv), sum(len(x) for x in ctab_pos)])
+                ctab_pos.append(tpos)
+                ctab_k.append(tk)
                 wconv.append(w.transpose(1, 2, 3, 0).ravel())
                 conv.append(True)
                 rowptrs.append(np.full(int(np.prod(layer.input_shape)) + 1, base))
                 continue
-            geo.append([0] * 12)
+            geo.append([0] * 13)
             conv.append(False)
             conn = layer_synapses(layer)
             order = np.argsort(conn.i, kind="stable")  # Brian2 order: by presynaptic neuron, then synapse
@@ -140,6 +144,8 @@ class FusedNetwork:
             base += len(order)
             cols.append(conn.j[order].astype(np.int32))
             weights.append(dyn.weights(conn.w[order]))
+        self.ctab_pos = np.concatenate(ctab_pos) if ctab_pos else np.zeros(1, np.int64)
+        self.ctab_k = np.concatenate(ctab_k) if ctab_k else np.zeros(1, np.int64)
         self.rowptr = np.concatenate(rowptrs).astype(np.int64)
         self.row_off = np.asarray(row_off, dtype=np.int64)
         self.cols = np.concatenate(cols) if cols else np.zeros(1, np.int32)
@@ -181,6 +187,35 @@ class FusedNetwork:
         self.sizes = sizes
         self.dtype = dtype
         self.module = fused_codegen.kernel(signatures)
+
+
+def _conv_targets(h_in: int, w_in: int, h_o: int, w_o: int, kh: int, kw: int, stride, padding
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Per input position, the output positions a presynaptic spike reaches and the kernel offsets.
+
+    Row ``y*w_in + x`` of the (h_in·w_in, kh·kw) tables lists, for kernel offsets (dy, dx) in
+    increasing order (the order of Brian2's synapses), the output position ``oy*w_o + ox`` with
+    ``oy*s + dy - p = y`` and the offset ``dy*kw + dx``; unused entries are -1. The kernel then
+    needs no integer division per synapse.
+    """
+    (sh, sw), (ph, pw) = stride, padding
+    pos = np.full((h_in * w_in, kh * kw), -1, dtype=np.int64)
+    off = np.full((h_in * w_in, kh * kw), -1, dtype=np.int64)
+    for y in range(h_in):
+        for x in range(w_in):
+            n = 0
+            for dy in range(kh):
+                ty = y + ph - dy
+                if ty < 0 or ty % sh or ty // sh >= h_o:
+                    continue
+                for dx in range(kw):
+                    tx = x + pw - dx
+                    if tx < 0 or tx % sw or tx // sw >= w_o:
+                        continue
+                    pos[y * w_in + x, n] = (ty // sh) * w_o + tx // sw
+                    off[y * w_in + x, n] = dy * kw + dx
+                    n += 1
+    return pos.ravel(), off.ravel()
 
 
 def _second():
@@ -277,29 +312,34 @@ def simulate_batch(net: FusedNetwork, graph: ir.Graph, images: np.ndarray, confi
     for r, name in enumerate(out.record_times):
         rec_slot[net.names.index(name)] = r
     n_rec = max(1, len(out.record_times))
-    cap = 1
-    if out.record_times:
-        rec_sizes = [net.sizes[net.names.index(name)] for name in out.record_times]
-        cap = max(1024, max(rec_sizes) * config.n_steps // 16)
+    # spike-time buffers: per recorded layer r, n images × cap[r] entries (1/16 spike per neuron
+    # and step to start with; a batch that overflows is rerun with room for every spike)
+    cap = np.ones(n_rec, dtype=np.int64)
+    for r, name in enumerate(out.record_times):
+        cap[r] = max(1024, net.sizes[net.names.index(name)] * config.n_steps // 16)
     numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
     while True:
-        rec_t = np.zeros((n, n_rec, cap), dtype=np.int32)
-        rec_i = np.zeros((n, n_rec, cap), dtype=np.int32)
+        start = np.concatenate([[0], np.cumsum(n * cap)])
+        base = start[None, :-1] + np.arange(n, dtype=np.int64)[:, None] * cap[None, :]  # (n, n_rec)
+        rec_t = np.empty(int(start[-1]), dtype=np.int32)
+        rec_i = np.empty(int(start[-1]), dtype=np.int32)
         rec_n = np.zeros((n, n_rec), dtype=np.int64)
         for a in (out.counts[rows], out.out_bins[rows], out.bin_counts[rows]):
             a[...] = 0
-        net.module.run(inp, net.off, net.model, net.nslot, net.tgt, net.cond, net.refs, net.rf, net.gated, net.pgeo, net.coef,
-                       net.bias, bias0, current, net.theta, net.hw, net.uniform, net.conv, net.cl, net.geo, net.wconv, net.rowptr,
-                       net.row_off, net.cols, net.weights, config.steps_per_bin, out.counts[rows], out.out_bins[rows],
-                       out.bin_counts[rows], out.out_v[rows] if out.record_v else out.out_v, out.record_v, rec_slot,
-                       rec_t, rec_i, rec_n)
-        if int(rec_n.max(initial=0)) <= cap:
+        net.module.run(inp, net.off, net.model, net.nslot, net.tgt, net.cond, net.refs, net.rf, net.gated, net.pgeo,
+                       net.coef, net.bias, bias0, current, net.theta, net.hw, net.uniform, net.conv, net.cl, net.geo,
+                       net.wconv, net.ctab_pos, net.ctab_k, net.rowptr, net.row_off, net.cols, net.weights,
+                       config.steps_per_bin,
+                       out.counts[rows], out.out_bins[rows], out.bin_counts[rows],
+                       out.out_v[rows] if out.record_v else out.out_v, out.record_v, rec_slot, rec_t, rec_i, rec_n,
+                       base, cap)
+        if not out.record_times or np.all(rec_n.max(axis=0) <= cap):
             break
-        cap = int(rec_n.max())  # rerun the batch with room for every spike
+        cap = np.maximum(cap, rec_n.max(axis=0))  # rerun the batch with room for every spike
     from brian2 import ms
 
     dt_ms = float(config.dt / ms)
     for r, name in enumerate(out.record_times):
-        img = np.repeat(np.arange(n), rec_n[:, r])
-        mask = np.arange(cap)[None, :] < rec_n[:, r:r + 1]
-        out.times[name].append((img + row, rec_i[:, r][mask].astype(np.int64), rec_t[:, r][mask] * dt_ms))
+        img = np.repeat(np.arange(row, row + n), rec_n[:, r])
+        idx = np.concatenate([np.arange(base[b, r], base[b, r] + rec_n[b, r]) for b in range(n)])
+        out.times[name].append((img, rec_i[idx].astype(np.int64), rec_t[idx] * dt_ms))

@@ -61,15 +61,15 @@ def _neuron_code(dyn: Dynamics) -> list[str]:
     code = [f"{name} = s{s}[q]" for s, name in enumerate(dyn.states)]
     code += [_stmt(*st) for st in dyn.update]
     refractory = dyn.ref_steps > 0 and dyn.spiking
-    if refractory:
+    if refractory:  # selects, not branches, so that the loop still vectorizes
         code.append("notref = (t - ls[q]) >= ref")
         for name in dyn.frozen:
-            code.append(f"if not notref: {name} = s{dyn.states.index(name)}[q]")
+            code.append(f"{name} = {name} if notref else s{dyn.states.index(name)}[q]")
     code += [f"s{s}[q] = {name}" for s, name in enumerate(dyn.states)]
     if dyn.spiking:
         code += [_stmt(*st) for st in dyn.threshold]
         if refractory:
-            code += ["_cond = _cond and notref", "if _cond: ls[q] = t", "nf[q] = notref and not _cond"]
+            code += ["_cond = _cond & notref", "ls[q] = t if _cond else ls[q]", "nf[q] = notref & (not _cond)"]
         code.append("fr[q] = np.uint8(_cond)")
     else:
         code.append("fr[q] = np.uint8(0)")

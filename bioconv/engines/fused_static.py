@@ -34,42 +34,35 @@ def collect(fired, words, lo, hi, spk):
 
 
 @numba.njit(cache=True, inline="always")
-def deliver(dst, lo, l, i, sign, conv, cl, geo, wconv, rowptr, row_off, cols, weights):
+def deliver(dst, lo, l, i, sign, conv, cl, geo, wconv, tpos, tk, rowptr, row_off, cols, weights):
     """Add presynaptic neuron i's outgoing weights (times ``sign``) to ``dst[lo + j]``."""
     if conv[l]:
-        c_out, h_o, w_o, kh, kw, sh, sw, ph, pw, h_in, w_in, w0 = (
-            geo[l, 0], geo[l, 1], geo[l, 2], geo[l, 3], geo[l, 4], geo[l, 5], geo[l, 6], geo[l, 7],
-            geo[l, 8], geo[l, 9], geo[l, 10], geo[l, 11])
-        c = i // (h_in * w_in)
-        rem = i - c * h_in * w_in
-        y = rem // w_in
-        x = rem - y * w_in
+        c_out, h_o, w_o, kh, kw, h_in, w_in, w0, t0 = (
+            geo[l, 0], geo[l, 1], geo[l, 2], geo[l, 3], geo[l, 4], geo[l, 9], geo[l, 10], geo[l, 11], geo[l, 12])
+        plane_in = h_in * w_in
+        c = i // plane_in
+        e0 = t0 + (i - c * plane_in) * (kh * kw)  # this input position's row of the target tables
         plane = h_o * w_o
-        for dy in range(kh):
-            ty = y + ph - dy
-            if ty < 0 or ty % sh != 0 or ty // sh >= h_o:
-                continue
-            for dx in range(kw):
-                tx = x + pw - dx
-                if tx < 0 or tx % sw != 0 or tx // sw >= w_o:
-                    continue
-                pos = (ty // sh) * w_o + tx // sw
-                wb = w0 + ((c * kh + dy) * kw + dx) * c_out
-                src = wconv[wb:wb + c_out]
-                if cl[l]:
-                    tgt = dst[lo + pos * c_out:lo + (pos + 1) * c_out]
-                    if sign > 0:
-                        for o in range(c_out):
-                            tgt[o] += src[o]
-                    else:
-                        for o in range(c_out):
-                            tgt[o] -= src[o]
-                elif sign > 0:
+        for e in range(e0, e0 + kh * kw):
+            pos = tpos[e]
+            if pos < 0:
+                break
+            wb = w0 + (c * kh * kw + tk[e]) * c_out
+            src = wconv[wb:wb + c_out]
+            if cl[l]:
+                tgt = dst[lo + pos * c_out:lo + (pos + 1) * c_out]
+                if sign > 0:
                     for o in range(c_out):
-                        dst[lo + pos + o * plane] += src[o]
+                        tgt[o] += src[o]
                 else:
                     for o in range(c_out):
-                        dst[lo + pos + o * plane] -= src[o]
+                        tgt[o] -= src[o]
+            elif sign > 0:
+                for o in range(c_out):
+                    dst[lo + pos + o * plane] += src[o]
+            else:
+                for o in range(c_out):
+                    dst[lo + pos + o * plane] -= src[o]
     else:
         r = row_off[l] + i
         if sign > 0:
@@ -106,14 +99,13 @@ def gate(dst, lo, plo, i, count, cmax, pgeo, l):
 
 @numba.njit(parallel=True, cache=True, fastmath=False, nogil=True)
 def run(inp, off, model, nslot, tgt, cond, refs, rf, gated, pgeo, coef, bias, bias0, current, theta, hw, uniform, conv, cl, geo,
-        wconv, rowptr, row_off, cols, weights, spb, counts, out_bins, bin_counts, out_v, record_v, rec_slot, rec_t,
-        rec_i, rec_n):
+        wconv, tpos, tk, rowptr, row_off, cols, weights, spb, counts, out_bins, bin_counts, out_v, record_v, rec_slot, rec_t,
+        rec_i, rec_n, rec_base, rec_cap):
     n_img, n_steps, n_in = inp.shape
     n_layers = off.shape[0] - 1
     n_total = off[n_layers]
     o_lo = off[n_layers - 1]
     n_out = n_total - o_lo
-    cap = rec_t.shape[2]
     for b in numba.prange(n_img):
         S = np.zeros((nslot, n_total), dtype=bias.dtype)
         bias_b = bias.copy()
@@ -151,7 +143,7 @@ def run(inp, off, model, nslot, tgt, cond, refs, rf, gated, pgeo, coef, bias, bi
                     for sign in (1, -1):
                         for i in range(n_in):
                             if inp[b, t, i] == sign:
-                                deliver(dst, lo, 0, i, sign, conv, cl, geo, wconv, rowptr, row_off, cols, weights)
+                                deliver(dst, lo, 0, i, sign, conv, cl, geo, wconv, tpos, tk, rowptr, row_off, cols, weights)
                 else:
                     plo = off[l - 1]
                     if gated[l]:
@@ -160,12 +152,11 @@ def run(inp, off, model, nslot, tgt, cond, refs, rf, gated, pgeo, coef, bias, bi
                             gate(dst, lo, plo, kp - plo, counts[b, kp] - 1, cmax, pgeo, l)
                     else:
                         for q in range(nspk[l - 1]):
-                            deliver(dst, lo, l, spk[plo + q] - plo, 1, conv, cl, geo, wconv, rowptr, row_off,
-                                    cols, weights)
+                            deliver(dst, lo, l, spk[plo + q] - plo, 1, conv, cl, geo, wconv, tpos, tk, rowptr,
+                                    row_off, cols, weights)
                 if cond[l]:
                     for k in range(lo, hi):
-                        if not nr[k]:
-                            dst[k] = save[k]
+                        dst[k] = dst[k] if nr[k] else save[k]
                 # 4. resets
                 for q in range(n):
                     k = spk[lo + q]
@@ -194,9 +185,9 @@ def run(inp, off, model, nslot, tgt, cond, refs, rf, gated, pgeo, coef, bias, bi
                 if r >= 0:
                     for q in range(n):
                         p = rec_n[b, r]
-                        if p < cap:
-                            rec_t[b, r, p] = t
-                            rec_i[b, r, p] = spk[lo + q] - lo
+                        if p < rec_cap[r]:
+                            rec_t[rec_base[b, r] + p] = t
+                            rec_i[rec_base[b, r] + p] = spk[lo + q] - lo
                         rec_n[b, r] = p + 1
                 nspk[l] = n
                 bin_counts[b, l, k_bin] += n
