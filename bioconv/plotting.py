@@ -147,7 +147,8 @@ def caption(fig, network: str, neuron: str, norm: str, n_images: Optional[int], 
 def errorbars(ax, x, y, lo, hi, **kw):
     """Points with asymmetric error bars from interval bounds (same units as y)."""
     y, lo, hi = (np.asarray(a, dtype=float) for a in (y, lo, hi))
-    return ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt=kw.pop("fmt", "o"), capsize=kw.pop("capsize", 1.5), **kw)
+    # an interval bound equal to the estimate may differ from it in the last bit
+    return ax.errorbar(x, y, yerr=[np.maximum(y - lo, 0.0), np.maximum(hi - y, 0.0)], fmt=kw.pop("fmt", "o"), capsize=kw.pop("capsize", 1.5), **kw)
 
 
 def rate_ticks(ax, rates: Iterable[float], axis: str = "x") -> None:

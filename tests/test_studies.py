@@ -163,7 +163,7 @@ def test_response_curves_quick_writes_figure(tmp_path):
 
 NETWORK_STUDIES = ["rate_degeneration", "norm_comparison", "rate_range", "convergence",
                    "accuracy_table", "neuron_models", "dt_fidelity", "conversion_acceptance", "plausibility",
-                   "model_fidelity"]
+                   "model_fidelity", "dt_convergence"]
 
 
 @pytest.fixture(scope="module")
@@ -289,3 +289,22 @@ def test_model_fidelity_compares_mcr_and_mcr_tf_on_the_same_images(quick_env):
     assert (s.snn_ci_low <= s.snn_accuracy).all() and (s.snn_accuracy <= s.snn_ci_high).all()
     np.testing.assert_allclose(s.loss_pct, 100 * (s.ann_accuracy - s.snn_accuracy))
     assert any(c.startswith("max_hz_") for c in s.columns)
+
+
+@pytest.mark.slow
+def test_dt_convergence_reports_rate_changes_from_the_calibration_dt(quick_env):
+    from bioconv.commands.study import run_study
+    from studies import dt_convergence
+
+    out, ckpt = quick_env
+    run_study("dt_convergence", quick=True, ckpt=str(ckpt), out=out, figures=out / "fig")
+    table = pd.read_parquet(out / "dt_convergence-quick.parquet")
+    rates = dt_convergence.layer_summary(table)
+    assert set(rates.schedule) == {"brian2", "reset-first"}
+    at_cal = np.isclose(rates.sim_dt_ms, rates.cal_dt_ms)
+    assert at_cal.any() and (~at_cal).any()
+    np.testing.assert_allclose(rates.loc[at_cal, ["max_rate_change_pct", "mean_rate_change_pct"]], 0.0)
+    assert rates.loc[~at_cal, "mean_rate_change_pct"].notna().all()
+    acc = dt_convergence.accuracy(table)
+    assert len(acc) == len(rates[["schedule", "cal_dt_ms", "sim_dt_ms"]].drop_duplicates())
+    assert (acc.snn_ci_low <= acc.snn_accuracy + 1e-12).all()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 STUDIES = ("response_curves", "rate_degeneration", "norm_comparison", "rate_range", "convergence",
            "accuracy_table", "neuron_models", "dt_fidelity", "conversion_acceptance", "plausibility",
-           "model_fidelity")
+           "model_fidelity", "dt_convergence")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
