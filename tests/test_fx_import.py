@@ -100,11 +100,32 @@ def test_dense_path_matches_event_on_residual(mnist_images):
         assert np.mean(counts == de.counts[layer]) >= 0.99, layer
 
 
+def _mcr_converted(name: str, images: np.ndarray, labels: np.ndarray) -> ir.Graph:
+    """Trained briefly (one epoch on 3000 MNIST training images, as a user's network would be: random
+    weights can leave a layer unable to reach any rate target), then MCR-Norm at 200 Hz with the torch
+    engine on 8 images × 40 ms as the probe."""
+    from bioconv.ann.train import train
+    from bioconv.data import load_dataset, subset
+    from bioconv.normalize.mcr import mcr_norm
+    from bioconv.normalize.probes import TorchProbe
+
+    model = make(name)
+    model.train()
+    train(model, subset(load_dataset("mnist", "train"), 3000, seed=0), epochs=1, progress=False)
+    graph = from_torch(model.eval(), SHAPE)
+    probe = TorchProbe(images[:8], labels[:8], SimConfig(duration=40 * ms, bin=40 * ms))
+    return mcr_norm(graph, activation_stats(graph, images), probe, target_rate=200 * Hz, input_rate=400 * Hz,
+                    progress=False)
+
+
+@pytest.mark.slow
 @pytest.mark.standalone
-@pytest.mark.parametrize("name", ["lenet5", "preact_resnet"])
-def test_cpp_standalone_agrees(name, mnist_images, tmp_path):
+@pytest.mark.parametrize("name", sorted(FOREIGN))
+def test_mcr_converted_cpp_standalone_agrees(name, mnist_images, tmp_path):
+    """Every foreign model, converted with MCR-Norm: torch event and Brian2 cpp_standalone spike for spike."""
     images, labels = mnist_images
-    graph = _converted(name, images[:20])
+    graph = _mcr_converted(name, images[:20], labels[:20])
+    assert graph.meta["normalization"]["method"] == "mcr"
     cfg = SimConfig(duration=25 * ms)
     x, y = images[20:22], labels[20:22]
     ev = te.simulate(graph, x, y, cfg, propagation="event", progress=False)

@@ -292,7 +292,10 @@ def mcr_norm(
             area = layer.kernel_size[0] * layer.kernel_size[1]
             gain, value, history, ok = scan_pool_count(evaluate, target, tolerance, c0[name]["weight"], area)
         else:
-            gain, value, history, ok = scan_gain(evaluate, target, tolerance, max_iter=max_iter)
+            try:
+                gain, value, history, ok = scan_gain(evaluate, target, tolerance, max_iter=max_iter)
+            except ValueError as exc:
+                raise ValueError(f"MCR-Norm, layer {name!r} ({type(layer).__name__}): {exc}") from None
         if not ok:
             log.warning("layer %s: scan did not reach %g Hz ±%g %% (best %g Hz at G=%g)",
                         name, target, 100 * tolerance, value, gain)
