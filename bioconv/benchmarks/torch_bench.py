@@ -60,14 +60,33 @@ def _configs():
     }
 
 
-def config_rows(graph, images, labels, config, brian_rate: float) -> None:
-    """One fused float64 row per model configuration (:func:`_configs`)."""
+def maxpool_network(spiking_graph, pools: str):
+    """The benchmark network with its first average pool replaced by a gated max-pool (the relay
+    of :class:`bioconv.ir.MaxPool2d`), the other pools handled as ``pools`` says."""
+    from dataclasses import replace
+
+    from bioconv import ir
+    from bioconv.pool_folding import prepare_pools
+
+    first = next(layer for layer in spiking_graph.layers if isinstance(layer, ir.AvgPool2d))
+    pool = ir.MaxPool2d(name=first.name, input_shape=first.input_shape, kernel_size=first.kernel_size,
+                        stride=first.stride, inputs=first.inputs)
+    layers = tuple(pool if layer is first else layer for layer in spiking_graph.layers)
+    graph = replace(spiking_graph, layers=layers)
+    return graph if pools == "spiking" else prepare_pools(graph, pools)
+
+
+def config_rows(graph, images, labels, config, brian_rate: float, maxpool_graph=None) -> None:
+    """One fused float64 row per model configuration (:func:`_configs`), plus the max-pool network."""
     from dataclasses import replace
 
     n = len(images)
     print(f"{'fused float64 configuration':40s} {'img/s':>9s} {'vs brian2':>10s} {'accuracy':>9s}")
-    for name, (neuron, synapse, extra) in _configs().items():
-        g = graph.with_models(neuron=neuron, synapse=synapse)
+    configs = dict(_configs())
+    if maxpool_graph is not None:
+        configs["IF subtract, gated max-pool"] = (None, None, {"graph": maxpool_graph})
+    for name, (neuron, synapse, extra) in configs.items():
+        g = extra.get("graph") or graph.with_models(neuron=neuron, synapse=synapse)
         cfg = config
         if extra.get("coding"):
             cfg = replace(cfg, coding=extra["coding"])
@@ -133,7 +152,10 @@ def main(args: argparse.Namespace) -> int:
     print(f"{'brian2 cpp, %d workers' % workers:32s} {brian_rate:9.1f} {1.0:15.2f}x")
     print()
     if getattr(args, "configs", False) and device == "cpu":
-        config_rows(graph, ds.images, ds.labels, config, brian_rate)
+        spiking, _ = load_network(args.ckpt, calib, "spiking")
+        maxpool = None if args.ckpt and args.ckpt.endswith(".bcv") else maxpool_network(
+            spiking, getattr(args, "pools", "spiking"))
+        config_rows(graph, ds.images, ds.labels, config, brian_rate, maxpool)
         print()
     pairs = sum(v.size for v in brian.counts.values())
     for (dtype, prop), res in results.items():

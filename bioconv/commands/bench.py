@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dt", default="1ms", help="time step, with unit (default 1ms)")
     parser.add_argument("--workers", type=int, default=2, help="standalone binaries run in parallel (default 2)")
     parser.add_argument("--pools", choices=("spiking", "fold"), default="spiking",
-                        help="average pools as IF layers (default, the network of the issue-3/4 targets) or folded "
+                        help="average pools as IF layers (default; the network of the first speed benchmarks) or folded "
                              "into the next layer (as `bioconv convert` does by default)")
     parser.add_argument("--conv", choices=("both", "explicit", "procedural"), default="both",
                         help="brian2 benchmark: which convolution synapses to build and compare (default both)")
