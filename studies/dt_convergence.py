@@ -92,20 +92,22 @@ def plot(table: pd.DataFrame, outdir) -> list:
             ax.set_xticks(range(len(last)), last.layer, rotation=45)
         ax.axhspan(-5, 5, color="0.9", zorder=0)
         ax.axhline(0, color="k", lw=0.6)
-        ax.set_ylabel("change from calibration dt (%)")
-        ax.set_title(f"{title}, smallest dt")
+        ax.set_ylabel("change from the calibration dt (%)")
+        ax.set_title(f"{title}, smallest dt run")
     ax = axes[0][2]
-    for (schedule, cal), g in acc.groupby(["schedule", "cal_dt_ms"], sort=False):
+    for k, ((schedule, cal), g) in enumerate(acc.groupby(["schedule", "cal_dt_ms"], sort=False)):
         g = g.sort_values("sim_dt_ms")
-        errorbars(ax, g.sim_dt_ms, 100 * g.snn_accuracy, 100 * g.snn_ci_low, 100 * g.snn_ci_high,
-                  color=colors[schedule], fmt="o" + styles[cal], label=f"{schedule}, cal. {cal:g} ms")
+        dodge = 1.0 + 0.06 * (k - 1.5)  # side by side on the log axis
+        errorbars(ax, g.sim_dt_ms * dodge, 100 * g.snn_accuracy, 100 * g.snn_ci_low, 100 * g.snn_ci_high,
+                  color=colors[schedule], fmt="o" + styles[cal])
     ax.set_xscale("log")
     ax.set_xlabel("simulation dt (ms)")
     ax.set_ylabel("accuracy at T (%)")
     ax.set_title("(c) accuracy, 95 % CI")
-    legend_outside(axes[0][2], loc="right")
+    legend_outside(axes[0][2], loc="right", handles=axes[0][0].get_legend_handles_labels()[0],
+                   labels=axes[0][0].get_legend_handles_labels()[1])
     caption(fig, common.network_label(table), "IF reset to zero, delta synapses",
-            "MCR-Norm 200 Hz, calibrated at dt = 0.1 or 1 ms; grey band: +-5 %",
-            int(acc.snn_n_images.iloc[0]), int(acc.snn_n_seeds.iloc[0]), "torch float64 (spike-exact with Brian2)")
+            "MCR-Norm 200 Hz, calibrated at dt = 0.1 or 1 ms; grey: +-5 %",
+            int(acc.snn_n_images.iloc[0]), int(acc.snn_n_seeds.iloc[0]), "torch float64")
     data = pd.concat([rates.assign(part="rate"), acc.assign(part="accuracy")], ignore_index=True)
     return save_figure(fig, data, outdir, "fig12_dt_convergence")
