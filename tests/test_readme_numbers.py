@@ -20,6 +20,13 @@ def test_quoted_numbers_match_their_csvs():
     assert len(parse_quotes((FIGURES / "README.md").read_text())) >= 100
 
 
+def test_numbers_quoted_in_the_top_level_readme_match_their_csvs():
+    readme = FIGURES.parent / "README.md"
+    problems = check_quotes(readme)
+    assert not problems, "\n".join(problems)
+    assert len(parse_quotes(readme.read_text())) >= 5
+
+
 def _copy(tmp_path: Path) -> Path:
     for f in FIGURES.glob("*.csv"):
         shutil.copy(f, tmp_path / f.name)
