@@ -130,7 +130,7 @@ def _spike(n: NormInputs) -> ir.Graph:
 METHODS: dict[str, NormMethod] = {
     "mcr": NormMethod(_mcr, 200.0, 400.0, True, "MCR-Norm (the MCR-Norm paper, see REFERENCES.md): per-layer gains scanned so that every "
                       "layer's max rate hits the target",
-                      {"tolerance": 0.02, "rate_stat": "max", "rate_percentile": 99.9, "rho_from_slope": False,
+                      {"tolerance": 0.02, "rate_stat": "max", "rate_percentile": 99.9, "rho_from_slope": True,
                        "eta": None}),
     "mcr-tf": NormMethod(_mcr_tf, 200.0, 400.0, True, "MCR-TF: MCR-Norm's max-rate scan plus an offset current per "
                          "layer fitted against the measured transfer function, at the simulation dt",

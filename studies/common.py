@@ -260,7 +260,7 @@ def conversion_spec(cfg: dict):
                                  for k, v in params.items()}}
     if "tau_syn_ms" in cfg:  # the alpha synapse's τ (not for SRM, whose kernel τ_s is its label's)
         fields["tau_syn"] = f"{cfg['tau_syn_ms']}ms"
-    options = {"rho_from_slope": True} if cfg.get("rho_from_slope") else {}
+    options = {} if cfg.get("rho_from_slope") is None else {"rho_from_slope": bool(cfg["rho_from_slope"])}
     options.update(cfg.get("method_options") or {})
     calib_seed = int(cfg.get("calib_seed", cfg["seed"]))
     return ConversionSpec.from_dict({

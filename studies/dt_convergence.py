@@ -38,7 +38,7 @@ def grid(quick: bool = False) -> list[dict]:
         for cal_dt, dts in plan.items():
             for dt in dts:
                 cfg = common.net_config(NAME, quick, method="mcr", rate_hz=200.0, neuron="IF-zero", synapse="delta",
-                                        schedule=schedule, dt_ms=cal_dt, sim_dt_ms=dt,
+                                        schedule=schedule, dt_ms=cal_dt, sim_dt_ms=dt, rho_from_slope=False,
                                         calib_duration_ms=100.0 if quick else 300.0, calib_n=10 if quick else 50)
                 cfg["bin_ms"] = cfg["duration_ms"]
                 cfg["cal_dt_ms"] = cal_dt  # the table's dt_ms column is the simulation's

@@ -77,3 +77,34 @@ def test_spike_norm_refuses_a_dag(rng):
     probe = make_probe("torch", x, None, SimConfig(duration=20 * ms))
     with pytest.raises(ValueError, match="sequential graph"):
         spike_norm(graph, activation_stats(graph, x), probe)
+
+
+def test_mcr_divides_each_source_by_its_measured_slope(rng):
+    """rho_from_slope on a DAG: every weight a layer receives from source m is divided by m's measured ρ̂_m."""
+    graph = _dag(rng)
+    x = rng.uniform(0, 1, (3, 1, 6, 6))
+    probe = make_probe("torch", x, None, SimConfig(duration=100 * ms))
+    out = mcr_norm(graph, activation_stats(graph, x), probe, target_rate=200 * Hz, input_rate=300 * Hz,
+                   tolerance=0.05, max_iter=10, progress=False, rho_from_slope=True, calib_images=x)
+    norm = out.meta["normalization"]
+    rho_hat = norm["rho_measured"]
+    assert set(rho_hat) == {"a", "b", "c", "res"}
+    assert norm["rho_out"] == {**rho_hat, "fc": None}
+    # slopes differ from the 0.2 target, so the test can tell the two rules apart
+    assert max(abs(v / 0.2 - 1) for v in rho_hat.values()) > 0.05
+
+    def expected(layer: str, source: str) -> float:
+        lam_src = norm["lambda"][source]
+        return norm["gain"][layer] * 0.2 / norm["lambda"][layer] * lam_src / rho_hat[source]
+
+    for weighted, owner, source in (("c", "c", "a"), ("res_skip", "res", "a"), ("res_c", "res", "c"),
+                                    ("fc", "fc", "res")):
+        w0, w1 = graph.layer(weighted).weight, out.layer(weighted).weight
+        if weighted == "c":  # reads the Concat: input channels 0-1 from a, 2-4 from b
+            np.testing.assert_allclose(w1[:, :2], w0[:, :2] * expected("c", "a"), rtol=1e-9)
+            np.testing.assert_allclose(w1[:, 2:], w0[:, 2:] * expected("c", "b"), rtol=1e-9)
+        else:
+            np.testing.assert_allclose(w1, w0 * expected(owner, source), rtol=1e-9, err_msg=weighted)
+    # biases carry the layer's own factor only
+    np.testing.assert_allclose(out.layer("res_c").bias,
+                               graph.layer("res_c").bias * norm["gain"]["res"] * 0.2 / norm["lambda"]["res"])

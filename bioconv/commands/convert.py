@@ -76,7 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mcr-tf: offset current fitted per layer (default), per channel, or none")
     parser.add_argument("--tf-iterations", type=int, default=None,
                         help="mcr-tf: fit/scan rounds per layer (default 4)")
-    parser.add_argument("--rho-from-slope", action="store_true", help="mcr: previous-layer slope measured, not assumed")
+    parser.add_argument("--rho-from-slope", action=argparse.BooleanOptionalAction, default=None,
+                        help="mcr: divide each layer's input weights by its sources' measured rate slopes (default); "
+                             "--no-rho-from-slope assumes the target rates, as the MCR-Norm paper does")
     parser.add_argument("--eta", help="mcr: comma-separated bias factors to fine-tune, e.g. 0.9,1,1.1")
     parser.add_argument("--pools", default="fold", choices=("fold", "spiking"),
                         help="fold: average pools merged into the next layer (exact; every layer can hit the target "
@@ -113,8 +115,8 @@ def spec_from_args(args: argparse.Namespace):
                        ("offset", args.tf_offset), ("iterations", args.tf_iterations)):
         if value is not None:
             options[key] = value
-    if args.rho_from_slope:
-        options["rho_from_slope"] = True
+    if args.rho_from_slope is not None:
+        options["rho_from_slope"] = bool(args.rho_from_slope)
     if args.eta:
         try:
             options["eta"] = [float(x) for x in args.eta.split(",")]

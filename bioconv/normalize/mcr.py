@@ -227,8 +227,11 @@ def mcr_norm(
     statistic, rate_percentile
         ``max`` (raw max rate) or ``percentile`` (robust max) of the layer's rates.
     rho_from_slope : bool
-        Use the measured rate slope of layer n-1 instead of its target in layer n's weights
-        (needs ``calib_images``: the probe's images, in the same order).
+        Divide the weights a layer receives from each source by that source's measured rate
+        slope :math:`\hat\rho` instead of its target :math:`\rho` (needs ``calib_images``: the
+        probe's images, in the same order). The pipeline's default; without it, every gain
+        :math:`G \ne 1` unbalances the next layer's weights against its bias (see
+        :mod:`bioconv.normalize.scaling`).
     eta_factors : sequence of float
         Bias factors to try after the scan; the one with the best calibration accuracy wins
         (needs ``calib_labels``; ties go to the factor closest to 1).
@@ -259,10 +262,8 @@ def mcr_norm(
     ann = graph
     graph = attach_models(graph, neuron, synapse)
     tau = reference_tau_s(graph)
-    acts = ann.forward(calib_images) if rho_from_slope else {}
-    if rho_from_slope and not graph.is_sequential:
-        raise ValueError("rho_from_slope needs a sequential graph (each layer has one source); this graph has "
-                         "Add/Concat layers: use rho_from_slope=False")
+    acts = ann.forward(calib_images, relu_last=True) if rho_from_slope else {}
+    output = graph.spiking_layers[-1].name  # feeds no layer: its slope is not needed
     scan_layers = [l for l in graph.spiking_layers if not isinstance(l, ir.MaxPool2d)]
     scalings = {
         l.name: LayerScaling(lam=layer_lambda(graph, stats, l.name, lambda_percentile),
@@ -272,11 +273,10 @@ def mcr_norm(
     scans: dict[str, dict[str, Any]] = {}
     achieved_max: dict[str, float] = {}
     rho_measured: dict[str, float] = {}
-    prev_rho_w: Optional[float] = None
     bar = tqdm(scan_layers, desc="MCR scan", unit="layer", disable=not progress)
     for layer in bar:
         name = layer.name
-        base = replace(scalings[name], rho_in=prev_rho_w)
+        base = scalings[name]
         seen: dict[float, np.ndarray] = {}
 
         def evaluate(g: float, name: str = name, base: LayerScaling = base) -> float:
@@ -305,11 +305,12 @@ def mcr_norm(
         scans[name] = {"mode": mode, "history": [list(h) for h in history], "converged": ok,
                        "achieved_stat_hz": value}
         bar.set_postfix_str(f"{name}: G={gain:.3g} rate={value:.1f}Hz")
-        if rho_from_slope:
-            rho_measured[name] = _slope_rho(rates, acts[name], scalings[name].lam, tau)
-            prev_rho_w = rho_measured[name]
-        else:
-            prev_rho_w = None
+        if rho_from_slope and name != output:
+            try:
+                rho_measured[name] = _slope_rho(rates, acts[name], scalings[name].lam, tau)
+            except ValueError as exc:
+                raise ValueError(f"MCR-Norm, layer {name!r}: {exc}") from None
+            scalings[name] = replace(scalings[name], rho_out=rho_measured[name])
     eta_search: dict[str, float] = {}
     if eta_factors:
         graph_out, scalings, eta_search, achieved_max = _tune_eta(

@@ -19,9 +19,17 @@ therefore gives :math:`r_n\tau = G_n\rho_n a_n/\lambda_n` when :math:`\rho^{w}_{
 \rho_{n-1}` and :math:`\eta_n = 1`. :math:`G_n` is the per-layer gain (1 for max/robust
 norm; found by scanning in MCR-Norm, the MCR-Norm paper eq. 4-5, where the paper's
 :math:`g_n/g_{n-1}` is :math:`G_n` and its :math:`\eta_{n-1}` is :math:`\rho_{n-1}`),
-:math:`\rho^{w}_{n-1}` the slope assumed (or measured) for the previous layer, and
+:math:`\rho^{w}_{n-1}` the slope of layer :math:`n-1`'s rates against :math:`a_{n-1}/\lambda_{n-1}`
+(``LayerScaling.rho_out``: assumed equal to :math:`\rho_{n-1}`, or measured), and
 :math:`\eta_n` an optional bias fine-tuning factor. Average pools scale their pooling
-weight like :math:`\tilde w`; max pools pass :math:`(\lambda, \rho)` through unchanged.
+weight like :math:`\tilde w`; max pools pass :math:`(\lambda, \rho^w)` through unchanged.
+
+Why the measured slope matters: the weighted input of layer :math:`n` is
+:math:`\sum\tilde w_n r_{n-1}\tau`; if layer :math:`n-1` really fires at
+:math:`k\,\rho_{n-1}a_{n-1}/\lambda_{n-1}` (a gain :math:`G_{n-1} \ne 1` raises every rate,
+not only the maximum), the weights carry :math:`k` and the bias does not, and with the large
+biases of folded batch norm the balance of weights and bias is lost, layer after layer.
+Dividing by the measured :math:`\rho^w_{n-1} = k\rho_{n-1}` restores it.
 
 Graphs with several inputs per layer: the weights a layer :math:`n` receives from
 population :math:`m` are scaled with *that* population's scale,
@@ -54,7 +62,7 @@ class LayerScaling:
     lam: float  # λ_n, ANN activation scale
     rho: float  # ρ_n, target max rate·τ
     gain: float = 1.0  # G_n
-    rho_in: Optional[float] = None  # ρ^w_{n-1}; None: the previous layer's rho
+    rho_out: Optional[float] = None  # ρ^w_n seen by the layers this one feeds; None: rho (assumed)
     bias_factor: float = 1.0  # η_n
 
     def __post_init__(self) -> None:
@@ -62,8 +70,8 @@ class LayerScaling:
             value = getattr(self, name)
             if not (np.isfinite(value) and value > 0):
                 raise ValueError(f"LayerScaling.{name} must be finite and > 0, got {value}")
-        if self.rho_in is not None and not (np.isfinite(self.rho_in) and self.rho_in > 0):
-            raise ValueError(f"LayerScaling.rho_in must be finite and > 0, got {self.rho_in}")
+        if self.rho_out is not None and not (np.isfinite(self.rho_out) and self.rho_out > 0):
+            raise ValueError(f"LayerScaling.rho_out must be finite and > 0, got {self.rho_out}")
 
 
 def layer_lambda(graph: ir.Graph, stats: Any, name: str, percentile: Optional[float] = None) -> float:
@@ -109,16 +117,14 @@ def input_scale(inp: ir.Input, lambda_0: float, input_rate_hz: float) -> ir.Inpu
     return replace(inp, rate_scale=float(input_rate_hz) / float(lambda_0))
 
 
-def _source_factor(graph: ir.Graph, layer: ir.Layer, view: str, scale: dict[str, tuple[float, float]],
-                   rho_in: Optional[float]) -> np.ndarray | float:
-    """λ_m / ρ^w_m of the sources of ``layer`` (reading ``view``): a float, or a per-input-element array."""
+def _source_factor(graph: ir.Graph, view: str, scale: dict[str, tuple[float, float]]) -> np.ndarray | float:
+    """λ_m / ρ^w_m of the sources of a layer reading ``view``: a float, or a per-input-element array."""
     from bioconv.projections import segments
 
     segs = segments(graph, view)
     vals = []
     for seg in segs:
-        lam, rho = scale[seg.source]
-        rho_w = rho if (rho_in is None or len(segs) > 1) else rho_in
+        lam, rho_w = scale[seg.source]
         vals.append(lam / rho_w)
     if len(set(vals)) == 1:
         return vals[0]
@@ -181,7 +187,7 @@ def rescale(
             else [(layer, sources[0])]
         first_cw = None
         for w, view in terms:
-            c_w = base * _source_factor(graph, w, view, scale, s.rho_in)
+            c_w = base * _source_factor(graph, view, scale)
             scaled = _scale_weights(w, c_w)
             if isinstance(w, (ir.Conv2d, ir.Dense)):
                 scaled = replace(scaled, bias=w.bias * c_b)
@@ -192,7 +198,7 @@ def rescale(
         elif isinstance(layer, ir.Add):
             new[layer.name] = layer
         factors[layer.name] = {"weight": first_cw, "bias": float(c_b)}
-        scale[layer.name] = (s.lam, s.rho)
+        scale[layer.name] = (s.lam, s.rho if s.rho_out is None else s.rho_out)
     layers = tuple(new[layer.name] for layer in graph.layers)
     inp = input_scale(graph.input, lambda_0, input_rho / tau_s)
     return replace(graph, input=inp, layers=layers), factors
@@ -262,7 +268,7 @@ def normalization_meta(
             "lambda": {k: s.lam for k, s in scalings.items()},
             "target_rate_hz": {k: s.rho / tau_s for k, s in scalings.items()},
             "gain": {k: s.gain for k, s in scalings.items()},
-            "rho_in": {k: s.rho_in for k, s in scalings.items()},
+            "rho_out": {k: s.rho_out for k, s in scalings.items()},
             "bias_factor": {k: s.bias_factor for k, s in scalings.items()},
             "scale": dict(factors),
             "calibration": dict(calibration or {}),
