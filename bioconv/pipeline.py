@@ -115,7 +115,7 @@ def _mcr_tf(n: NormInputs) -> ir.Graph:
 
     o = n.options
     opts = TransferOptions(offset=o["offset"], iterations=int(o["iterations"]), bins=int(o["bins"]),
-                           tolerance=float(o["tolerance"]))
+                           tolerance=float(o["tolerance"]), rho_from_slope=bool(o["rho_from_slope"]))
     return transfer_norm(n.graph, n.stats, n.probe, n.calib_images, target_rate=n.target_rate,
                          input_rate=n.input_rate, options=opts, progress=n.progress, **n.common())
 
@@ -134,7 +134,7 @@ METHODS: dict[str, NormMethod] = {
                        "eta": None}),
     "mcr-tf": NormMethod(_mcr_tf, 200.0, 400.0, True, "MCR-TF: MCR-Norm's max-rate scan plus an offset current per "
                          "layer fitted against the measured transfer function, at the simulation dt",
-                         {"tolerance": 0.02, "offset": "layer", "iterations": 4, "bins": 20}),
+                         {"tolerance": 0.02, "offset": "layer", "iterations": 4, "bins": 20, "rho_from_slope": True}),
     "max": NormMethod(_max, None, None, False, "max-norm (Diehl et al. 2015): lambda = max activation"),
     "robust": NormMethod(_robust, None, None, False, "robust norm (Rueckauer et al. 2017): lambda = a percentile "
                          "of the activations", {"percentile": 99.9}),

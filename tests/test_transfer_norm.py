@@ -97,6 +97,9 @@ def test_if_subtract_needs_no_offset(data):
         assert abs(fit["intercept_hz"]) < 6.0
         assert abs(np.mean(fit["offset"])) < 0.01
         assert norm["achieved_max_rate_hz"][name] == pytest.approx(100.0, rel=0.02)
+    # the next layer divides fc1's rates by its fitted slope; the output layer feeds none
+    assert norm["rho_out"]["fc1"] == pytest.approx(0.1 * norm["fit"]["fc1"]["slope"], rel=1e-12)
+    assert norm["rho_out"]["fc2"] is None and norm["rho_from_slope"] is True
 
 
 def test_lif_offset_linearizes_the_rheobase(data):

@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tf-iterations", type=int, default=None,
                         help="mcr-tf: fit/scan rounds per layer (default 4)")
     parser.add_argument("--rho-from-slope", action=argparse.BooleanOptionalAction, default=None,
-                        help="mcr: divide each layer's input weights by its sources' measured rate slopes (default); "
+                        help="mcr, mcr-tf: divide each layer's input weights by its sources' measured rate slopes (default); "
                              "--no-rho-from-slope assumes the target rates, as the MCR-Norm paper does")
     parser.add_argument("--eta", help="mcr: comma-separated bias factors to fine-tune, e.g. 0.9,1,1.1")
     parser.add_argument("--pools", default="fold", choices=("fold", "spiking"),

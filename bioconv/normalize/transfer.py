@@ -89,6 +89,10 @@ class TransferOptions:
         Stop iterating when the fitted intercept is below this fraction of the target rate.
     max_offset : float
         Bound on :math:`|\beta|` (units of θ per τ); a fit that asks for more is clipped.
+    rho_from_slope : bool
+        The layers a layer feeds divide its rates by its fitted slope, :math:`\rho^w = k\rho`
+        (``LayerScaling.rho_out``), instead of assuming :math:`k = 1`; see
+        :mod:`bioconv.normalize.scaling`.
     """
 
     offset: OffsetMode = "layer"
@@ -97,6 +101,7 @@ class TransferOptions:
     tolerance: float = 0.02
     intercept_tolerance: float = 0.01
     max_offset: float = 1.0
+    rho_from_slope: bool = True
 
     def __post_init__(self) -> None:
         if self.offset not in OFFSET_MODES:
@@ -285,6 +290,8 @@ def transfer_norm(
             # r ≈ s (G t τ + β)/τ + r0 with k = s G: the intercept vanishes at β - c τ G / k
             beta = np.clip(beta - intercept * tau * gain / fit.slope, -options.max_offset, options.max_offset)
         scalings[name] = replace(s, gain=gain)
+        if options.rho_from_slope and name != layers[-1].name and history[-1]["slope"] > 0:
+            scalings[name] = replace(scalings[name], rho_out=s.rho * history[-1]["slope"])
         offsets[name] = np.asarray(history[-1]["offset"], dtype=np.float64)
         achieved[name] = float(seen[(gain, tuple(np.asarray(history[-1]["offset"])))].max())
         last = history[-1]
@@ -298,6 +305,7 @@ def transfer_norm(
     meta = normalization_meta(
         "mcr-tf", out, scalings, factors, stats.input_max, input_hz * tau, tau, calibration,
         offset_mode=options.offset, iterations=options.iterations, bins=options.bins, tolerance=options.tolerance,
+        rho_from_slope=options.rho_from_slope,
         dt_ms=float(dt / ms), achieved_max_rate_hz=achieved, fit=fits,
         offset={k: np.asarray(v, dtype=float).tolist() for k, v in offsets.items()},
     )
