@@ -76,18 +76,20 @@ def mnist_images(mnist_dir):
 
 @pytest.mark.parametrize("name", sorted(FOREIGN))
 def test_engines_agree_on_foreign_models(name, mnist_images):
-    """Converted with max-norm: torch event, torch dense (float64) and Brian2 runtime give the same counts."""
+    """Converted with max-norm: torch event, the fused kernel (float64) and Brian2 runtime give the same counts
+    (residual Add, Concat, grouped/dilated/replicate-padded convolutions, max-pools included)."""
     images, labels = mnist_images
     graph = _converted(name, images[:20])
     cfg = SimConfig(duration=25 * ms)
     x, y = images[20:22], labels[20:22]
     ev = te.simulate(graph, x, y, cfg, propagation="event", progress=False)
+    fu = te.simulate(graph, x, y, cfg, propagation="fused", progress=False)
     br = b2.simulate(graph, x, y, cfg, device="runtime")
     assert sum(int(c.sum()) for c in ev.counts.values()) > 30
     for layer, counts in ev.counts.items():
         np.testing.assert_array_equal(counts, br.counts[layer], err_msg=f"{name}: layer {layer}")
-    if name in ("preact_resnet", "inception", "depthwise"):  # Add/Concat/grouped conv: auto falls back to event
-        assert te.resolve_auto(graph, cfg, "cpu") == "event"
+        np.testing.assert_array_equal(fu.counts[layer], br.counts[layer], err_msg=f"{name} fused: layer {layer}")
+    assert te.resolve_auto(graph, cfg, "cpu") == "fused"
 
 
 def test_dense_path_matches_event_on_residual(mnist_images):

@@ -12,11 +12,11 @@ step 3 run before step 2):
 1. groups + thresholds: the layer's :class:`~bioconv.models.Dynamics` statements on
    scalar locals (the same operations in the same order as Brian2), the refractory clamp,
    the threshold and ``lastspike``;
-2. synapses: every spike of layer :math:`l-1` in step :math:`k` (input: +1 spikes, then
-   the ``<input>_neg`` pathway's −1 spikes) adds its outgoing on_pre weights to the
+2. synapses: for each projection onto the layer, in order, every spike of its source
+   population in step :math:`k` (input: +1 spikes, then the ``<input>_neg`` pathway's −1
+   spikes) adds its outgoing on_pre weights to the
    layer's target state, presynaptic neurons in increasing index and each neuron's
-   synapses in Brian2's order (CSR rows from :func:`bioconv.connectivity.layer_synapses`,
-   or the shared conv kernel), so float64 results are Brian2's bit for bit; a refractory
+   synapses in Brian2's order (CSR rows of explicit synapses, or the shared conv kernel), so float64 results are Brian2's bit for bit; a refractory
    neuron's frozen target keeps its value. Max-pool layers are relays fed by the gate of
    :class:`bioconv.connectivity.GatedMaxPool` (a spike of a window member whose count
    before it equals the window's running maximum passes, ``v += 1``);
@@ -27,8 +27,9 @@ With ``coding="current"`` there are no input spikes: layer 1's bias is
 :math:`I_\mathrm{bias} + \tau\sum_i w_i r_i` per image, as in the event path.
 Compiled without ``fastmath`` (no reassociation, no FMA contraction). In float32 the
 constants are rounded to float32 first, so results may differ from the event path in the
-last bit. Layers with several inputs (residual, concat) are not supported yet
-(:func:`unsupported` says so).
+last bit. Layers with several inputs (residual :class:`~bioconv.ir.Add`, layers reading a
+:class:`~bioconv.ir.Concat`) receive one projection per source, delivered in
+:func:`bioconv.projections.projections` order (see :mod:`bioconv.engines.fused_network`).
 
 Layout: hidden conv layers keep their state channel-last, (position, channel), so that the
 C_out targets of one presynaptic spike and kernel offset are contiguous (vectorized adds);
@@ -44,11 +45,10 @@ from typing import Optional
 import numpy as np
 
 from bioconv import encoding, ir
-from bioconv.connectivity import layer_synapses
 from bioconv.simulation import SimConfig
 
 #: layer types the fused kernel runs (everything else is named by :func:`unsupported`)
-LAYERS = (ir.Conv2d, ir.Dense, ir.AvgPool2d, ir.MaxPool2d)
+LAYERS = (ir.Conv2d, ir.Dense, ir.AvgPool2d, ir.MaxPool2d, ir.Add)
 
 
 def unsupported(graph: ir.Graph, config: SimConfig) -> Optional[str]:
@@ -56,20 +56,20 @@ def unsupported(graph: ir.Graph, config: SimConfig) -> Optional[str]:
     layers = graph.spiking_layers
     if graph.synapse is None or any(graph.neuron_for(layer.name) is None for layer in layers):
         return "a graph without neuron or synapse models"
-    if not graph.is_sequential:
-        return "a graph with several inputs per layer (Add / Concat): the event path runs it"
-    for layer in graph.layers:
-        if isinstance(layer, ir.Conv2d) and (layer.groups != 1 or tuple(layer.dilation) != (1, 1)
-                                             or layer.padding_mode != "zeros"):
-            return f"layer {layer.name!r}: grouped, dilated or non-zero-padded convolution"
     for k, layer in enumerate(layers):
         if not isinstance(layer, LAYERS):
-            return (f"layer {layer.name!r}: {type(layer).__name__} (multi-input layers such as residual additions "
-                    "and concatenations run in the event path only)")
-        if isinstance(layer, ir.MaxPool2d) and k == 0:
+            return f"layer {layer.name!r}: {type(layer).__name__}"
+        if isinstance(layer, ir.MaxPool2d) and graph.sources(layer.name)[0] == graph.input.name:
             return f"layer {layer.name!r}: a max-pool directly on the input"
-    if config.coding == "current" and not isinstance(layers[0], (ir.Conv2d, ir.Dense, ir.AvgPool2d)):
-        return "coding='current' into a first layer without weights"
+    if config.coding == "current":
+        from bioconv.projections import projections
+
+        if not isinstance(layers[0], (ir.Conv2d, ir.Dense, ir.AvgPool2d)):
+            return "coding='current' into a first layer without weights"
+        readers = [l.name for l in layers[1:]
+                   if any(p.source == graph.input.name for p in projections(graph, l.name, skip_synapses=True))]
+        if readers:
+            return f"coding='current' with the input also feeding {readers}"
     return None
 
 
@@ -79,156 +79,10 @@ def _dynamics(graph: ir.Graph, layer, config: SimConfig, dt_s: float):
     return _layer_dynamics(graph, layer, graph.neuron_for(layer.name), config, dt_s)
 
 
-class FusedNetwork:
-    """The flat arrays of one converted graph for :func:`simulate_batch` (built once per simulate call)."""
-
-    def __init__(self, graph: ir.Graph, config: SimConfig, dtype: np.dtype) -> None:
-        from bioconv.engines import fused_codegen
-
-        why = unsupported(graph, config)
-        if why is not None:
-            raise ValueError(f"propagation='fused' does not support {why}; use propagation='event'")
-        dt_s = float(config.dt / _second())
-        layers = graph.spiking_layers
-        sizes = [int(np.prod(l.output_shape)) for l in layers]
-        self.off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        dyns = [_dynamics(graph, layer, config, dt_s) for layer in layers]
-        signatures: list = []
-        model = []
-        for dyn in dyns:
-            sig = dyn.signature
-            known = [d.signature for d in signatures]
-            if sig not in known:
-                signatures.append(dyn)
-                known.append(sig)
-            model.append(known.index(sig))
-        self.signatures = signatures
-        n_coef = max(1, max(len(d.constants) for d in dyns))
-        coef = np.zeros((len(layers), n_coef))
-        for k, dyn in enumerate(dyns):
-            coef[k, :len(dyn.constants)] = [dyn.constants[name] for name in sorted(dyn.constants)]
-        bias, theta, conv, geo, wconv, pgeo = [], [], [], [], [], []
-        rowptrs, cols, weights, row_off, base = [], [], [], [], 0
-        ctab_pos, ctab_k = [], []
-        for layer, dyn in zip(layers, dyns):
-            b = 0.0 if getattr(layer, "bias", None) is None or isinstance(layer, ir.MaxPool2d) else layer.bias
-            bias.append(_per_neuron(b, layer.output_shape))
-            theta.append(_per_neuron(layer.threshold, layer.output_shape))
-            row_off.append(sum(len(r) for r in rowptrs))
-            if isinstance(layer, ir.MaxPool2d):
-                (c_n, h_in, w_in), (_, h_o, w_o) = layer.input_shape, layer.output_shape
-                pgeo.append([c_n, h_in, w_in, *layer.kernel_size, *layer.stride, h_o, w_o])
-                geo.append([0] * 13)
-                conv.append(False)
-                rowptrs.append(np.full(int(np.prod(layer.input_shape)) + 1, base))
-                continue
-            pgeo.append([0] * 9)
-            if isinstance(layer, ir.Conv2d):  # shared kernel, (C_in, kH, kW, C_out), through the on_pre expression
-                w = dyn.weights(np.asarray(layer.weight, np.float64))
-                (c_in, h_in, w_in), (c_o, h_o, w_o) = layer.input_shape, layer.output_shape
-                tpos, tk = _conv_targets(h_in, w_in, h_o, w_o, w.shape[2], w.shape[3], layer.stride, layer.padding)
-                geo.append([c_o, h_o, w_o, w.shape[2], w.shape[3], *layer.stride, *layer.padding, h_in, w_in,
-                            sum(len(x) for x in wconv), sum(len(x) for x in ctab_pos)])
-                ctab_pos.append(tpos)
-                ctab_k.append(tk)
-                wconv.append(w.transpose(1, 2, 3, 0).ravel())
-                conv.append(True)
-                rowptrs.append(np.full(int(np.prod(layer.input_shape)) + 1, base))
-                continue
-            geo.append([0] * 13)
-            conv.append(False)
-            conn = layer_synapses(layer)
-            order = np.argsort(conn.i, kind="stable")  # Brian2 order: by presynaptic neuron, then synapse
-            deg = np.bincount(conn.i, minlength=conn.n_pre)
-            rowptrs.append(base + np.concatenate([[0], np.cumsum(deg)]))  # CSR row pointers, absolute
-            base += len(order)
-            cols.append(conn.j[order].astype(np.int32))
-            weights.append(dyn.weights(conn.w[order]))
-        self.ctab_pos = np.concatenate(ctab_pos) if ctab_pos else np.zeros(1, np.int64)
-        self.ctab_k = np.concatenate(ctab_k) if ctab_k else np.zeros(1, np.int64)
-        self.rowptr = np.concatenate(rowptrs).astype(np.int64)
-        self.row_off = np.asarray(row_off, dtype=np.int64)
-        self.cols = np.concatenate(cols) if cols else np.zeros(1, np.int32)
-        self.weights = (np.concatenate(weights) if weights else np.zeros(1)).astype(dtype)
-        # conv layers other than the output keep their state channel-last, (position, channel)
-        self.cl = np.asarray([c and k < len(sizes) - 1 for k, c in enumerate(conv)], dtype=np.bool_)
-        self.perm0 = None
-        for k in np.flatnonzero(self.cl):
-            c_n, plane = int(geo[k][0]), int(geo[k][1] * geo[k][2])
-            perm = np.arange(sizes[k]).reshape(c_n, plane).T.ravel()  # channel-last position -> torch index
-            bias[k], theta[k] = bias[k][perm], theta[k][perm]
-            if k == 0:
-                self.perm0 = perm
-        hw, uniform = [], []
-        for k, layer in enumerate(layers):  # neurons per channel; bias and θ constant per channel?
-            shape = tuple(layer.output_shape)
-            hw.append(int(np.prod(shape[1:])) if len(shape) == 3 and not self.cl[k] else 1)
-            blocks = [a.reshape(-1, hw[-1]) for a in (bias[k], theta[k])]
-            uniform.append(bool(hw[-1] > 1 and all(np.all(x == x[:, :1]) for x in blocks)))
-        if config.coding == "current":
-            uniform[0] = False  # layer 1's bias is per image and neuron
-        self.hw = np.asarray(hw, dtype=np.int64)
-        self.uniform = np.asarray(uniform, dtype=np.bool_)
-        self.model = np.asarray(model, dtype=np.int64)
-        self.nslot = max(len(d.states) for d in dyns)
-        self.tgt = np.asarray([d.states.index(d.target) for d in dyns], dtype=np.int64)
-        self.refs = np.asarray([d.ref_steps for d in dyns], dtype=np.int64)
-        self.rf = np.asarray([d.reset_first for d in dyns], dtype=np.bool_)
-        self.cond = np.asarray([d.ref_steps > 0 and d.target in d.frozen for d in dyns], dtype=np.bool_)
-        self.gated = np.asarray([isinstance(l, ir.MaxPool2d) for l in layers], dtype=np.bool_)
-        self.pgeo = np.asarray(pgeo, dtype=np.int64)
-        self.coef = coef.astype(dtype)
-        self.bias = np.concatenate(bias).astype(dtype)
-        self.theta = np.concatenate(theta).astype(dtype)
-        self.conv = np.asarray(conv, dtype=np.bool_)
-        self.geo = np.asarray(geo, dtype=np.int64)
-        self.wconv = (np.concatenate(wconv) if wconv else np.zeros(1)).astype(dtype)
-        self.names = [l.name for l in layers]
-        self.sizes = sizes
-        self.dtype = dtype
-        self.module = fused_codegen.kernel(signatures)
-
-
-def _conv_targets(h_in: int, w_in: int, h_o: int, w_o: int, kh: int, kw: int, stride, padding
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Per input position, the output positions a presynaptic spike reaches and the kernel offsets.
-
-    Row ``y*w_in + x`` of the (h_in·w_in, kh·kw) tables lists, for kernel offsets (dy, dx) in
-    increasing order (the order of Brian2's synapses), the output position ``oy*w_o + ox`` with
-    ``oy*s + dy - p = y`` and the offset ``dy*kw + dx``; unused entries are -1. The kernel then
-    needs no integer division per synapse.
-    """
-    (sh, sw), (ph, pw) = stride, padding
-    pos = np.full((h_in * w_in, kh * kw), -1, dtype=np.int64)
-    off = np.full((h_in * w_in, kh * kw), -1, dtype=np.int64)
-    for y in range(h_in):
-        for x in range(w_in):
-            n = 0
-            for dy in range(kh):
-                ty = y + ph - dy
-                if ty < 0 or ty % sh or ty // sh >= h_o:
-                    continue
-                for dx in range(kw):
-                    tx = x + pw - dx
-                    if tx < 0 or tx % sw or tx // sw >= w_o:
-                        continue
-                    pos[y * w_in + x, n] = (ty // sh) * w_o + tx // sw
-                    off[y * w_in + x, n] = dy * kw + dx
-                    n += 1
-    return pos.ravel(), off.ravel()
-
-
 def _second():
     from brian2 import second
 
     return second
-
-
-def _per_neuron(values, shape) -> np.ndarray:
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim == 1 and len(shape) == 3:
-        arr = arr[:, None, None]
-    return np.broadcast_to(arr, shape).reshape(-1).copy()
 
 
 def _spike_trains_threaded(rates, signs, dt_s: float, config: SimConfig, first_index: int, threads: int):
@@ -327,7 +181,8 @@ def simulate_batch(net: FusedNetwork, graph: ir.Graph, images: np.ndarray, confi
         for a in (out.counts[rows], out.out_bins[rows], out.bin_counts[rows]):
             a[...] = 0
         net.module.run(inp, net.off, net.model, net.nslot, net.tgt, net.cond, net.refs, net.rf, net.gated, net.pgeo,
-                       net.coef, net.bias, bias0, current, net.theta, net.hw, net.uniform, net.conv, net.cl, net.geo,
+                       net.coef, net.bias, bias0, current, net.theta, net.hw, net.uniform, net.cl, net.lshape,
+                       net.pptr, net.psrc, net.pconv, net.pcl, net.geo,
                        net.wconv, net.ctab_pos, net.ctab_k, net.rowptr, net.row_off, net.cols, net.weights,
                        config.steps_per_bin,
                        out.counts[rows], out.out_bins[rows], out.bin_counts[rows],
@@ -343,3 +198,6 @@ def simulate_batch(net: FusedNetwork, graph: ir.Graph, images: np.ndarray, confi
         img = np.repeat(np.arange(row, row + n), rec_n[:, r])
         idx = np.concatenate([np.arange(base[b, r], base[b, r] + rec_n[b, r]) for b in range(n)])
         out.times[name].append((img, rec_i[idx].astype(np.int64), rec_t[idx] * dt_ms))
+
+
+from bioconv.engines.fused_network import FusedNetwork  # noqa: E402  (re-exported; imports this module lazily)

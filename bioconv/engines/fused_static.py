@@ -1,8 +1,8 @@
 r"""The model-independent part of the fused kernel's source (appended to the generated module).
 
 ``run`` loops over images (``numba.prange``), steps and layers in Brian2's schedule:
-``update`` (groups + thresholds, generated), spike list, synaptic delivery of the layer
-below's spikes of this step (or the input's, +1 pathway then the ``_neg`` pathway), the
+``update`` (groups + thresholds, generated), spike list, synaptic delivery of each
+projection's source spikes of this step (the input's: +1 pathway then the ``_neg`` pathway), the
 gated max-pool for pool layers, ``reset`` (generated), counting and spike recording.
 See :mod:`bioconv.engines.fused` for the data layout.
 """
@@ -34,11 +34,11 @@ def collect(fired, words, lo, hi, spk):
 
 
 @numba.njit(cache=True, inline="always")
-def deliver(dst, lo, l, i, sign, conv, cl, geo, wconv, tpos, tk, rowptr, row_off, cols, weights):
-    """Add presynaptic neuron i's outgoing weights (times ``sign``) to ``dst[lo + j]``."""
-    if conv[l]:
+def deliver(dst, lo, p, i, sign, conv, cl, geo, wconv, tpos, tk, rowptr, row_off, cols, weights):
+    """Add presynaptic neuron i's outgoing weights in projection p (times ``sign``) to ``dst[lo + j]``."""
+    if conv[p]:
         c_out, h_o, w_o, kh, kw, h_in, w_in, w0, t0 = (
-            geo[l, 0], geo[l, 1], geo[l, 2], geo[l, 3], geo[l, 4], geo[l, 9], geo[l, 10], geo[l, 11], geo[l, 12])
+            geo[p, 0], geo[p, 1], geo[p, 2], geo[p, 3], geo[p, 4], geo[p, 9], geo[p, 10], geo[p, 11], geo[p, 12])
         plane_in = h_in * w_in
         c = i // plane_in
         e0 = t0 + (i - c * plane_in) * (kh * kw)  # this input position's row of the target tables
@@ -49,7 +49,7 @@ def deliver(dst, lo, l, i, sign, conv, cl, geo, wconv, tpos, tk, rowptr, row_off
                 break
             wb = w0 + (c * kh * kw + tk[e]) * c_out
             src = wconv[wb:wb + c_out]
-            if cl[l]:
+            if cl[p]:
                 tgt = dst[lo + pos * c_out:lo + (pos + 1) * c_out]
                 if sign > 0:
                     for o in range(c_out):
@@ -64,7 +64,7 @@ def deliver(dst, lo, l, i, sign, conv, cl, geo, wconv, tpos, tk, rowptr, row_off
                 for o in range(c_out):
                     dst[lo + pos + o * plane] -= src[o]
     else:
-        r = row_off[l] + i
+        r = row_off[p] + i
         if sign > 0:
             for s in range(rowptr[r], rowptr[r + 1]):
                 dst[lo + cols[s]] += weights[s]
@@ -98,8 +98,8 @@ def gate(dst, lo, plo, i, count, cmax, pgeo, l):
 
 
 @numba.njit(parallel=True, cache=True, fastmath=False, nogil=True)
-def run(inp, off, model, nslot, tgt, cond, refs, rf, gated, pgeo, coef, bias, bias0, current, theta, hw, uniform, conv, cl, geo,
-        wconv, tpos, tk, rowptr, row_off, cols, weights, spb, counts, out_bins, bin_counts, out_v, record_v, rec_slot, rec_t,
+def run(inp, off, model, nslot, tgt, cond, refs, rf, gated, pgeo, coef, bias, bias0, current, theta, hw, uniform, cl, lshape,
+        pptr, psrc, pconv, pcl, geo, wconv, tpos, tk, rowptr, row_off, cols, weights, spb, counts, out_bins, bin_counts, out_v, record_v, rec_slot, rec_t,
         rec_i, rec_n, rec_base, rec_cap):
     n_img, n_steps, n_in = inp.shape
     n_layers = off.shape[0] - 1
@@ -121,7 +121,7 @@ def run(inp, off, model, nslot, tgt, cond, refs, rf, gated, pgeo, coef, bias, bi
         spk = np.zeros(n_total, dtype=np.int64)
         nspk = np.zeros(n_layers, dtype=np.int64)
         tmp = np.zeros(n_total, dtype=np.int64)
-        per_c = np.zeros(max(1, geo[:, 0].max()) + 1, dtype=np.int64)
+        per_c = np.zeros(max(1, lshape[:, 0].max()) + 1, dtype=np.int64)
         for t in range(n_steps):
             k_bin = t // spb
             for l in range(n_layers):
@@ -138,21 +138,24 @@ def run(inp, off, model, nslot, tgt, cond, refs, rf, gated, pgeo, coef, bias, bi
                 if cond[l]:  # frozen target: refractory neurons take no synaptic input
                     for k in range(lo, hi):
                         save[k] = dst[k]
-                # 3. synapses: spikes of the layer below (or the input) in this step
-                if l == 0:
-                    for sign in (1, -1):
-                        for i in range(n_in):
-                            if inp[b, t, i] == sign:
-                                deliver(dst, lo, 0, i, sign, conv, cl, geo, wconv, tpos, tk, rowptr, row_off, cols, weights)
-                else:
-                    plo = off[l - 1]
-                    if gated[l]:
-                        for q in range(nspk[l - 1]):
+                # 3. synapses: per projection, in order, its source's spikes of this step (input: +1, then -1)
+                for p in range(pptr[l], pptr[l + 1]):
+                    s = psrc[p]
+                    if s < 0:
+                        for sign in (1, -1):
+                            for i in range(n_in):
+                                if inp[b, t, i] == sign:
+                                    deliver(dst, lo, p, i, sign, pconv, pcl, geo, wconv, tpos, tk, rowptr, row_off,
+                                            cols, weights)
+                    elif gated[l]:
+                        plo = off[s]
+                        for q in range(nspk[s]):
                             kp = spk[plo + q]
                             gate(dst, lo, plo, kp - plo, counts[b, kp] - 1, cmax, pgeo, l)
                     else:
-                        for q in range(nspk[l - 1]):
-                            deliver(dst, lo, l, spk[plo + q] - plo, 1, conv, cl, geo, wconv, tpos, tk, rowptr,
+                        plo = off[s]
+                        for q in range(nspk[s]):
+                            deliver(dst, lo, p, spk[plo + q] - plo, 1, pconv, pcl, geo, wconv, tpos, tk, rowptr,
                                     row_off, cols, weights)
                 if cond[l]:
                     for k in range(lo, hi):
@@ -165,8 +168,8 @@ def run(inp, off, model, nslot, tgt, cond, refs, rf, gated, pgeo, coef, bias, bi
                     if not rf[l]:
                         reset(m, S, k, theta)
                 if cl[l] and n > 0:  # channel-last (pos, c) order -> torch order (c, pos), stable by c
-                    c_n = geo[l, 0]
-                    plane = geo[l, 1] * geo[l, 2]
+                    c_n = lshape[l, 0]
+                    plane = lshape[l, 1] * lshape[l, 2]
                     per_c[:c_n + 1] = 0
                     for q in range(n):
                         per_c[(spk[lo + q] - lo) % c_n + 1] += 1
