@@ -246,16 +246,20 @@ def test_checkpoint_errors(tmp_path):
 def test_cli_train_and_evaluate(tmp_path, capsys):
     out = tmp_path / "tiny-digits.pt"
     rc = cli.main(["train", "--arch", "tiny", "--dataset", "digits", "--epochs", "2", "--seed", "1",
-                   "--out", str(out), "--no-progress", "--early-stopping", "3"])
+                   "--out", str(out), "--no-progress", "--early-stopping", "3", "--augment", "--shift", "1",
+                   "--lr-decay", "0.8"])
     text = capsys.readouterr().out
     assert rc == 0 and out.is_file() and "test accuracy" in text and "val acc" in text
     _, meta = load_checkpoint(out)
     assert meta["seed"] == 1 and meta["dataset"] == "digits" and meta["train_settings"]["early_stopping"] == 3
+    assert meta["train_settings"]["shift"] == 1 and meta["train_settings"]["lr_decay"] == 0.8
     assert cli.main(["evaluate", str(out)]) == 0
     assert f"{100 * meta['test_accuracy']:.2f} %" in capsys.readouterr().out
     rc = cli.main(["train", "--spec", "4c3-p2-12FC", "--dataset", "digits", "--epochs", "1", "--out",
                    str(tmp_path / "bad.pt"), "--no-progress"])
     assert rc == 2 and "10 classes" in capsys.readouterr().err
+    rc = cli.main(["train", "--arch", "tiny", "--dataset", "digits", "--out", str(tmp_path / "s.pt"), "--shift", "-1"])
+    assert rc == 2 and "--shift must be >= 0" in capsys.readouterr().err
 
 
 def test_cli_help_lists_every_option(capsys):

@@ -33,7 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--early-stopping", type=int, metavar="N",
                         help="stop after N epochs without validation-accuracy gain (holds out 10%% of the training set; best weights kept)")
     parser.add_argument("--augment", action="store_true",
-                        help="random shifts of up to 2 pixels (and horizontal flips for CIFAR-10)")
+                        help="random shifts of up to --shift pixels (and horizontal flips for CIFAR-10)")
+    parser.add_argument("--shift", type=int, default=2, help="largest random shift in pixels with --augment (default 2)")
+    parser.add_argument("--lr-decay", type=float, default=1.0,
+                        help="the learning rate is multiplied by this factor after every epoch (default 1: constant)")
     parser.add_argument("--max-train", type=int, metavar="N", help="train on a seeded random subset of N training images")
     parser.add_argument("--init", default="he", choices=["he", "torch"],
                         help="weight init: he = He normal N(0, 2/fan_in) with zero bias (default), torch = torch's default")
@@ -52,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     for option, value in (("--batch-size", args.batch_size), ("--epochs", args.epochs)):
         if value < 1:
             raise ValueError(f"{option} must be >= 1, got {value}")
+    if args.shift < 0:
+        raise ValueError(f"--shift must be >= 0 pixels, got {args.shift}")
     if args.max_train is not None and args.max_train < 1:
         raise ValueError(f"--max-train must be >= 1, got {args.max_train}")
     if args.threads:
@@ -60,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         args.spec or args.arch, args.dataset, args.out, epochs=args.epochs, seed=args.seed, data_dir=args.data_dir,
         max_train=args.max_train, batch_size=args.batch_size, progress=not args.no_progress, lr=args.lr,
         weight_decay=args.weight_decay, early_stopping=args.early_stopping, augment=args.augment, device=args.device,
-        init=args.init,
+        init=args.init, shift=args.shift, lr_decay=args.lr_decay,
     )
     for row in meta["history"]:
         extra = f"  val acc {row['val_accuracy']:.4f}" if "val_accuracy" in row else ""
