@@ -19,7 +19,7 @@ def test_bench_torch_small(capsys, mnist_dir, pools):
     assert torch_bench.main(args) == 0
     out = capsys.readouterr().out
     assert "pools folded" in out
-    for row in list(torch_bench._configs()) + ["IF subtract, gated max-pool"]:  # one row per configuration
+    for row in list(torch_bench._configs()) + ["IF subtract, gated max-pool", "IF subtract, residual Add"]:  # one row per configuration
         assert re.search(rf"{re.escape(row)}\s+[\d.]+\s+[\d.]+x\s+[\d.]+", out), row
     for mode in ("float64 (fused)", "float32 (fused)", "float32 (dense)", "float64 (event)"):
         assert re.search(rf"torch {re.escape(mode)}\s+[\d.]+\s+[\d.]+x", out), out
@@ -43,3 +43,28 @@ def test_maxpool_network_replaces_the_first_average_pool():
     assert not any(isinstance(layer, ir.AvgPool2d) for layer in folded.layers)  # the others folded
     kept = maxpool_network(spiking, "spiking")
     assert [type(layer) for layer in kept.layers].count(ir.AvgPool2d) == len(pools) - 1
+
+
+def test_residual_network_adds_a_skip_around_a_hidden_conv():
+    """The Add's activation is ReLU(L's convolution + half the k×k average of L's input)."""
+    import numpy as np
+
+    from bioconv import ir
+    from bioconv.benchmarks.brian2_bench import random_cnn7
+    from bioconv.benchmarks.torch_bench import residual_network
+    from bioconv.pool_folding import prepare_pools
+
+    graph = prepare_pools(random_cnn7(), "fold")
+    res = residual_network(graph)
+    add = next(layer for layer in res.layers if isinstance(layer, ir.Add))
+    conv, skip = (res.layer(name) for name in add.inputs)
+    assert graph.is_sequential and not res.is_sequential
+    assert skip.groups == skip.input_shape[0] and not conv.spiking and not skip.spiking
+    x = np.random.default_rng(0).uniform(0, 1, (2, 1, 28, 28))
+    a, b = graph.forward(x), res.forward(x)
+    np.testing.assert_allclose(np.maximum(b[conv.name], 0), a[add.name], rtol=1e-12)  # the same convolution
+    src, k = a[graph.sources(add.name)[0]], skip.stride[0]
+    n, c, h, w = src.shape
+    pooled = src.reshape(n, c, h // k, k, w // k, k).mean(axis=(3, 5))
+    np.testing.assert_allclose(b[add.name], np.maximum(b[conv.name] + 0.5 * pooled, 0), rtol=1e-9, atol=1e-12)
+    assert res.layers[-1].name == graph.layers[-1].name

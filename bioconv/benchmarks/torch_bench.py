@@ -20,7 +20,8 @@ counts agree between each torch run and Brian2.
 ``--configs`` adds one row per model configuration of the fused kernel (float64, the
 same network with other models, :data:`CONFIGS`): IF/LIF/SRM × delta/alpha, LIF with a
 2 ms refractory period, current input, a gated max-pool network (the network's first
-average pool replaced by a max-pool) and spike-time recording, each with its images/s and
+average pool replaced by a max-pool), a residual network (:func:`residual_network`) and
+spike-time recording, each with its images/s and
 ratio to the Brian2 run above (which uses the base configuration).
 """
 
@@ -76,8 +77,42 @@ def maxpool_network(spiking_graph, pools: str):
     return graph if pools == "spiking" else prepare_pools(graph, pools)
 
 
+def residual_network(graph):
+    """The benchmark network with a residual skip around its first hidden conv layer L (same channels in
+    and out): L becomes an :class:`~bioconv.ir.Add` of L's convolution and a depthwise k×k average of
+    L's input (k the downsampling factor, weight 1/(2k²): half the mean input rate), so the fused kernel
+    runs a population with two projections, one of them grouped (explicit synapses)."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from bioconv import ir
+
+    def fits(layer) -> bool:
+        (c_in, h_in, _), (c_out, h_out, _) = layer.input_shape, layer.output_shape
+        return c_in == c_out and h_in % h_out == 0
+
+    convs = [l for l in graph.spiking_layers[1:] if isinstance(l, ir.Conv2d) and fits(l)]
+    if not convs:
+        raise ValueError("the benchmark network has no hidden conv layer with as many input as output channels")
+    target = convs[0]
+    (c, h_in, _), (_, h_out, _) = target.input_shape, target.output_shape
+    k = h_in // h_out
+    source = graph.sources(target.name)[0]
+    conv = replace(target, name=f"{target.name}_conv", spiking=False, inputs=(source,), threshold=1.0)
+    skip = ir.Conv2d(name=f"{target.name}_skip", input_shape=target.input_shape,
+                     weight=np.full((c, 1, k, k), 1.0 / (2 * k * k)), bias=np.zeros(c), stride=(k, k), groups=c,
+                     spiking=False, inputs=(source,))
+    add = ir.Add(name=target.name, shape=target.output_shape, inputs=(conv.name, skip.name),
+                 threshold=target.threshold)
+    layers = []
+    for layer in graph.layers:
+        layers += [conv, skip, add] if layer is target else [layer]
+    return replace(graph, layers=tuple(layers))
+
+
 def config_rows(graph, images, labels, config, brian_rate: float, maxpool_graph=None) -> None:
-    """One fused float64 row per model configuration (:func:`_configs`), plus the max-pool network."""
+    """One fused float64 row per model configuration (:func:`_configs`), plus the max-pool and residual networks."""
     from dataclasses import replace
 
     n = len(images)
@@ -85,6 +120,7 @@ def config_rows(graph, images, labels, config, brian_rate: float, maxpool_graph=
     configs = dict(_configs())
     if maxpool_graph is not None:
         configs["IF subtract, gated max-pool"] = (None, None, {"graph": maxpool_graph})
+    configs["IF subtract, residual Add"] = (None, None, {"graph": residual_network(graph)})
     for name, (neuron, synapse, extra) in configs.items():
         g = extra.get("graph") or graph.with_models(neuron=neuron, synapse=synapse)
         cfg = config
