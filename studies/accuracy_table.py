@@ -77,6 +77,8 @@ def table3(table: pd.DataFrame) -> pd.DataFrame:
             r = accuracy_row(wide.to_numpy(bool), n_boot=1000)
             row[f"SNN error T={t:g} ms (%)"] = 100 * (1 - r["accuracy"])
             row[f"SNN error T={t:g} ms CI (%)"] = f"[{100 * (1 - r['ci_high']):.2f}, {100 * (1 - r['ci_low']):.2f}]"
+            row[f"SNN error T={t:g} ms CI low (%)"] = 100 * (1 - r["ci_high"])  # numeric, for quoting
+            row[f"SNN error T={t:g} ms CI high (%)"] = 100 * (1 - r["ci_low"])
             row[f"Loss T={t:g} ms (%)"] = row[f"SNN error T={t:g} ms (%)"] - row["ANN error (%)"]
             ref = acc_at[(acc_at.method == "mcr") & (acc_at.neuron == n) & (acc_at.synapse == s_) & (acc_at.t_ms == t)]
             if m != "mcr" and not ref.empty:
@@ -99,7 +101,7 @@ def table3(table: pd.DataFrame) -> pd.DataFrame:
 
 def to_latex(t3: pd.DataFrame) -> str:
     """LaTeX tabular (booktabs) of :func:`table3`."""
-    cols = [c for c in t3.columns if c not in ("Images", "Seeds")]
+    cols = [c for c in t3.columns if c not in ("Images", "Seeds") and not c.endswith(("CI low (%)", "CI high (%)"))]
     fmt = {c: (lambda v: f"{v:.2f}") for c in cols if (c.endswith("(%)") and "CI" not in c) or c == "Latency (ms)"}
     fmt.update({c: (lambda v: f"{v:.2g}") for c in cols if c.startswith("McNemar")})
     fmt["Target rate (Hz)"] = lambda v: f"{v:.0f}"

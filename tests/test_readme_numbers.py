@@ -28,8 +28,10 @@ def test_numbers_quoted_in_the_top_level_readme_match_their_csvs():
 
 
 def _copy(tmp_path: Path) -> Path:
-    for f in FIGURES.glob("*.csv"):
-        shutil.copy(f, tmp_path / f.name)
+    for f in FIGURES.rglob("*.csv"):  # figures/ and its per-network folders (e.g. figures/bn-cnn/)
+        dest = tmp_path / f.relative_to(FIGURES)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, dest)
     shutil.copy(FIGURES / "README.md", tmp_path / "README.md")
     return tmp_path / "README.md"
 

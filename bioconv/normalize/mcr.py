@@ -22,8 +22,11 @@ synapse model and stays a pure function: statistics and a probe in, a new Graph 
 Options: a robust maximum (``statistic="percentile"``: the p-th percentile of the layer's
 rates instead of the raw max), :math:`\rho_{n-1}` estimated from the measured slope of
 rate·τ against :math:`a_{n-1}/\lambda_{n-1}` (``rho_from_slope``: least squares through the
-origin, :math:`\hat\rho = \lambda\sum r\tau\,a / \sum a^2`), and fine-tuning of the bias
-factor :math:`\eta` (Appendix B) by calibration accuracy (``eta_factors``).
+origin, :math:`\hat\rho = \lambda\sum r\tau\,a / \sum a^2`, for every source of a layer,
+so residual and concatenated graphs too; the default of :func:`bioconv.pipeline.convert`,
+while this function's default keeps the paper's assumption :math:`\hat\rho = \rho`), and
+fine-tuning of the bias factor :math:`\eta` (Appendix B) by calibration accuracy
+(``eta_factors``).
 """
 
 from __future__ import annotations
