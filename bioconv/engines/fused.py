@@ -31,8 +31,9 @@ last bit. Layers with several inputs (residual :class:`~bioconv.ir.Add`, layers 
 :class:`~bioconv.ir.Concat`) receive one projection per source, delivered in
 :func:`bioconv.projections.projections` order (see :mod:`bioconv.engines.fused_network`).
 
-Layout: hidden conv layers keep their state channel-last, (position, channel), so that the
-C_out targets of one presynaptic spike and kernel offset are contiguous (vectorized adds);
+Layout: hidden populations fed only by shared-kernel convolutions keep their state channel-last,
+(position, channel), so that the C_out targets of one presynaptic spike and kernel offset are
+contiguous (vectorized adds; :mod:`bioconv.engines.fused_network` builds the arrays);
 their spike lists are put back into torch order (a counting sort by channel) before the
 next layer reads them, because the order of additions into each target must stay Brian2's.
 The result arrays of a whole run are allocated once (:class:`Outputs`).
