@@ -133,7 +133,7 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
 def plot(table: pd.DataFrame, outdir) -> list:
     from pathlib import Path
 
-    from bioconv.plotting import caption, figure, legend_outside, method_color, save_figure
+    from bioconv.plotting import caption, figure, legend_outside, method_color, save_figure, zoom_percent
     from bioconv.simulation import write_table_atomic
 
     table = table.assign(variant=variant(table))
@@ -149,7 +149,9 @@ def plot(table: pd.DataFrame, outdir) -> list:
     for ax in axes[0]:
         ax.axhline(100 * ann, color="k", ls=":", lw=0.8, label="ANN")
         ax.axhline(100 * ann - 0.3, color="0.5", ls="--", lw=0.6, label="ANN − 0.3 %")
-        ax.set_ylim(max(0.0, 100 * ann - 10), 100 * ann + 1)
+        # from 10 points below the ANN, lower where a variant ends below that (every curve stays visible)
+        finals = times.sort_values("t_ms").groupby("variant").accuracy.last()
+        zoom_percent(ax, [100 * ann - 9, 100 * ann, *(100 * finals - 4)], margin=1.0)
         ax.set_ylabel("test accuracy (%)")
     axes[0][0].set_xlabel("simulated time (ms)")
     axes[0][1].set_xlabel("spikes per image (×1000, all layers)")
