@@ -84,6 +84,21 @@ def test_method_table_errors_and_defaults():
     assert set(METHODS) >= {"mcr", "max", "robust", "spike"}
 
 
+def test_measured_slopes_are_the_default_and_the_cli_can_turn_them_off():
+    from bioconv import cli
+    from bioconv.commands.convert import spec_from_args
+
+    assert method_options(ConversionSpec(method="mcr"))["rho_from_slope"] is True
+    assert method_options(ConversionSpec(method="mcr-tf"))["rho_from_slope"] is True
+    parser = cli.build_parser()
+    for flags, expected in (([], True), (["--no-rho-from-slope"], False), (["--rho-from-slope"], True)):
+        args = parser.parse_args(["convert", "x.pt", "--norm", "mcr", *flags])
+        assert method_options(spec_from_args(args))["rho_from_slope"] is expected, flags
+    args = parser.parse_args(["convert", "x.pt", "--norm", "max", "--no-rho-from-slope"])
+    with pytest.raises(ValueError, match="rho_from_slope"):
+        method_options(spec_from_args(args))
+
+
 def test_convert_equals_the_normalizer_and_keeps_the_source_ann(ckpt, tmp_path):
     import torch
 
