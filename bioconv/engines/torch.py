@@ -25,11 +25,11 @@ updates; this is exactly the step-by-step result. Three ways to compute the inpu
 * ``"dense"``: ``conv2d``/``linear`` of the (steps × images) spike maps (float32 / GPU);
   pools still propagate events;
 * ``"fused"`` (CPU; every neuron/synapse model, refractoriness, current input, the gated
-  max-pool, spike-time recording): the event additions of ``"event"`` in a compiled loop
+  max-pool, spike-time recording, residual and concatenated graphs): the event additions of ``"event"`` in a compiled loop
   over images × steps × layers whose per-model code is generated from the models layer
   (:mod:`bioconv.engines.fused`), bit-identical to ``"event"`` in float64;
-* ``"auto"`` (default): ``"fused"`` on the CPU unless the graph has layers it does not
-  run (multi-input layers), else ``"event"``.
+* ``"auto"`` (default): ``"fused"`` on the CPU unless :func:`bioconv.engines.fused.unsupported`
+  names a reason (e.g. current input that feeds more than the first layer), else ``"event"``.
 
 Graphs with several inputs per layer (:class:`~bioconv.ir.Add`, :class:`~bioconv.ir.Concat`)
 run population by population in topological order; a population's input is the sum of its
