@@ -106,7 +106,7 @@ def _mcr(n: NormInputs) -> ir.Graph:
     return mcr_norm(n.graph, n.stats, n.probe, target_rate=n.target_rate, input_rate=n.input_rate,
                     tolerance=float(o["tolerance"]), statistic=o["rate_stat"],
                     rate_percentile=float(o["rate_percentile"]), rho_from_slope=bool(o["rho_from_slope"]),
-                    eta_factors=eta, calib_images=n.calib_images, calib_labels=n.calib_labels,
+                    slopes=o["slopes"], eta_factors=eta, calib_images=n.calib_images, calib_labels=n.calib_labels,
                     progress=n.progress, **n.common())
 
 
@@ -115,7 +115,8 @@ def _mcr_tf(n: NormInputs) -> ir.Graph:
 
     o = n.options
     opts = TransferOptions(offset=o["offset"], iterations=int(o["iterations"]), bins=int(o["bins"]),
-                           tolerance=float(o["tolerance"]), rho_from_slope=bool(o["rho_from_slope"]))
+                           tolerance=float(o["tolerance"]), offset_sign=o["offset_sign"],
+                           rho_from_slope=bool(o["rho_from_slope"]))
     return transfer_norm(n.graph, n.stats, n.probe, n.calib_images, target_rate=n.target_rate,
                          input_rate=n.input_rate, options=opts, progress=n.progress, **n.common())
 
@@ -131,10 +132,11 @@ METHODS: dict[str, NormMethod] = {
     "mcr": NormMethod(_mcr, 200.0, 400.0, True, "MCR-Norm (the MCR-Norm paper, see REFERENCES.md): per-layer gains scanned so that every "
                       "layer's max rate hits the target",
                       {"tolerance": 0.02, "rate_stat": "max", "rate_percentile": 99.9, "rho_from_slope": True,
-                       "eta": None}),
+                       "slopes": "layer", "eta": None}),
     "mcr-tf": NormMethod(_mcr_tf, 200.0, 400.0, True, "MCR-TF: MCR-Norm's max-rate scan plus an offset current per "
                          "layer fitted against the measured transfer function, at the simulation dt",
-                         {"tolerance": 0.02, "offset": "layer", "iterations": 4, "bins": 20, "rho_from_slope": True}),
+                         {"tolerance": 0.02, "offset": "layer", "offset_sign": "positive", "iterations": 4, "bins": 20,
+                          "rho_from_slope": True}),
     "max": NormMethod(_max, None, None, False, "max-norm (Diehl et al. 2015): lambda = max activation"),
     "robust": NormMethod(_robust, None, None, False, "robust norm (Rueckauer et al. 2017): lambda = a percentile "
                          "of the activations", {"percentile": 99.9}),

@@ -1,8 +1,11 @@
 r"""Faithful conversion of every neuron model: MCR-Norm against MCR-TF on the same images.
 
-Each neuron/synapse combination is converted twice, with MCR-Norm (one gain per layer scanned
-to the target max rate) and with MCR-TF (:mod:`bioconv.normalize.transfer`: the same scan plus
-an offset current per layer fitted against the measured transfer function), both calibrated
+Each neuron/synapse combination is converted four times, with MCR-Norm (one gain per layer
+scanned to the target max rate) and with MCR-TF (:mod:`bioconv.normalize.transfer`: the same
+scan plus an offset current per layer fitted against the measured transfer function), each
+with the MCR-Norm paper's assumed slopes and with measured slopes (``rho_from_slope``, the
+pipeline's default; variants ``mcr-slope`` and ``mcr-tf-slope``; the latter also with the
+offsets kept >= 0, MCR-TF's default since), all calibrated
 at the simulation time step on 50 training images of 300 ms, and simulated on the first 1000
 MNIST test images with three input-spike seeds. Reported per combination and method: the
 source ANN's and the SNN's accuracy at the fixed T with 95 % intervals (bootstrap over images
@@ -30,7 +33,12 @@ GRIDS: tuple[tuple[float, float, tuple[tuple[str, str], ...]], ...] = (
                     ("LIF-ref2", "alpha"), ("SRM-5", "delta"))),
     (50.0, 1000.0, (("IF-zero", "delta"), ("LIF-ref2", "alpha"))),
 )
-METHODS: tuple[str, ...] = ("mcr", "mcr-tf")
+#: variant label → (method, rho_from_slope, MCR-TF offset sign): the first run (the MCR-Norm paper's
+#: assumed slopes, offsets of either sign) and the pipeline's defaults since (measured slopes,
+#: offsets >= 0)
+METHODS: dict[str, tuple[str, bool, str]] = {"mcr": ("mcr", False, ""), "mcr-tf": ("mcr-tf", False, "any"),
+                                             "mcr-slope": ("mcr", True, ""),
+                                             "mcr-tf-slope": ("mcr-tf", True, "positive")}
 TAU_SYN_MS = 5.0
 
 
@@ -40,16 +48,23 @@ def grid(quick: bool = False) -> list[dict]:
         plan = [(200.0, 100.0, ("LIF-ref2", "alpha"))]
     configs = []
     for rate, t_ms, (neuron, synapse) in plan:
-        for method in METHODS:
+        for variant, (method, slope, sign) in METHODS.items():
+            if quick and variant == "mcr-tf-slope":
+                continue
             cfg = common.net_config(NAME, quick, method=method, rate_hz=rate, neuron=neuron, synapse=synapse,
                                     duration_ms=t_ms, bin_ms=t_ms, calib_duration_ms=100.0 if quick else 300.0,
                                     calib_n=10 if quick else 50)
+            options = {"offset_sign": sign} if sign else {}
             if quick:
                 cfg["n_images"] = 30
-                cfg["method_options"] = {"iterations": 1} if method == "mcr-tf" else {}
+                options = {**options, "iterations": 1} if method == "mcr-tf" else options
+            if options:
+                cfg["method_options"] = options
             if synapse == "alpha":
                 cfg["tau_syn_ms"] = TAU_SYN_MS
-            cfg["rho_from_slope"] = False  # the run committed in figures/: targets assumed, not slopes measured
+            cfg["rho_from_slope"] = slope
+            if slope:  # the first run's configs carry no variant key, so their cached tables stay valid
+                cfg["variant"] = variant
             configs.append(cfg)
     return common.with_seeds(configs, quick)
 
@@ -59,8 +74,19 @@ def run_one(cfg: dict) -> pd.DataFrame:
     return table
 
 
+def with_variant(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its variant label in ``method`` (the first run's rows: the method name)."""
+    if "variant" in table.columns:
+        table = table.assign(method=table["variant"].fillna(table["method"]))
+    return table
+
+
 def summary(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per (rate, neuron, synapse, method): accuracies with 95 % intervals, loss, McNemar p, rates."""
+    """One row per (rate, neuron, synapse, variant): accuracies with 95 % intervals, loss, McNemar p, rates.
+
+    ``method`` holds the variant label of :data:`METHODS` (``mcr-slope``: MCR-Norm with measured slopes).
+    """
+    table = with_variant(table)
     by = ["rate_hz", "neuron", "synapse", "method"]
     out = common.accuracy_summary(table, by)
     out["loss_pct"] = 100.0 * (out.ann_accuracy - out.snn_accuracy)
@@ -85,9 +111,10 @@ def plot(table: pd.DataFrame, outdir) -> list:
     for ax, rate in zip(axes[0], rates):
         part = s[s.rate_hz == rate]
         combos = list(dict.fromkeys(zip(part.neuron, part.synapse)))
-        for k, method in enumerate(METHODS):
+        present = [m for m in METHODS if m in set(part.method)]
+        for k, method in enumerate(present):
             rows = part[part.method == method].set_index(["neuron", "synapse"]).reindex(combos)
-            x = np.arange(len(combos)) + (k - 0.5) * 0.25
+            x = np.arange(len(combos)) + (k - (len(present) - 1) / 2) * 0.18
             loss = 100 * (rows.ann_accuracy - rows.snn_accuracy)
             lo = 100 * (rows.ann_accuracy - rows.snn_ci_high)
             hi = 100 * (rows.ann_accuracy - rows.snn_ci_low)
@@ -102,7 +129,7 @@ def plot(table: pd.DataFrame, outdir) -> list:
         ax.set_title(f"max rate {rate:g} Hz, T = {t_ms:g} ms")
     legend_outside(axes[0][-1], loc="right")
     caption(fig, common.network_label(table), "IF, LIF (tau_m 20 ms, ref 2 ms), SRM (tau_s = tau_r = 5 ms); "
-            "alpha tau_s 5 ms", "MCR-Norm vs MCR-TF, calibrated at the simulation dt",
+            "alpha tau_s 5 ms", "MCR-Norm vs MCR-TF, slopes assumed or measured, calibrated at the simulation dt",
             int(s.snn_n_images.iloc[0]), int(s.snn_n_seeds.iloc[0]),
             "95 % CI of the SNN accuracy (bootstrap over images and seeds)")
     return save_figure(fig, s, outdir, "fig11_model_fidelity")

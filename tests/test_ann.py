@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -289,3 +290,48 @@ def test_init_weights_and_cli_shape_error(tmp_path, capsys, mnist_dir):
     path = save_checkpoint(model, meta, tmp_path / "wrong.pt")
     assert cli.main(["evaluate", str(path), "--max-images", "10"]) == 2
     assert "dataset input (1, 28, 28) != checkpoint input (1, 8, 8)" in capsys.readouterr().err
+
+
+# --- training for the spike budget -----------------------------------------------------------
+
+def test_budget_relu_quantizes_in_training_and_clips_in_evaluation():
+    from bioconv.ann.activations import BudgetReLU, freeze_activations, make_activation
+
+    act = BudgetReLU(levels=4, init_clip=2.0)
+    x = torch.linspace(-1, 3, 401, requires_grad=True)
+    y = act.train()(x)
+    assert set(np.round(y.detach().numpy().astype(float), 4)) == {0.0, 0.5, 1.0, 1.5, 2.0}  # 4 steps of c/4 up to c
+    y.sum().backward()
+    inside = (x.detach() > 0) & (x.detach() < 2)
+    assert torch.all(x.grad[inside] == 1) and torch.all(x.grad[x.detach() > 2.001] == 0)  # straight through
+    assert act.clip.grad > 0  # the ceiling learns where x > c
+    np.testing.assert_allclose(act.eval()(x).detach().numpy(), np.clip(x.detach().numpy(), 0, 2.0), atol=2e-6)
+    model, clips = freeze_activations(torch.nn.Sequential(torch.nn.Linear(3, 3), act))
+    assert isinstance(model[1], torch.nn.Hardtanh) and model[1].max_val == pytest.approx(2.0, abs=1e-5)
+    assert clips == [model[1].max_val]
+    with pytest.raises(ValueError, match="levels"):
+        BudgetReLU(levels=0)
+    with pytest.raises(ValueError, match="needs activation 'clip'"):
+        make_activation("relu", levels=5)
+    with pytest.raises(ValueError, match="unknown activation"):
+        make_activation("gelu")
+
+
+def test_cli_train_for_the_spike_budget_converts_with_its_ceilings(tmp_path, capsys):
+    from bioconv.from_torch import from_torch
+
+    out = tmp_path / "clip.pt"
+    rc = cli.main(["train", "--arch", "tiny", "--dataset", "digits", "--epochs", "6", "--seed", "0",
+                   "--activation", "clip", "--levels", "5", "--out", str(out), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    model, meta = load_checkpoint(out)
+    act = meta["activation"]
+    assert act["kind"] == "clip" and act["levels"] == 5 and len(act["clips"]) >= 1
+    hard = [m for m in model.modules() if isinstance(m, torch.nn.Hardtanh)]
+    assert [m.max_val for m in hard] == pytest.approx(act["clips"])
+    graph = from_torch(model, tuple(meta["input_shape"]))
+    clipped = [l.clip for l in graph.spiking_layers if getattr(l, "clip", None) is not None]
+    assert clipped == pytest.approx(act["clips"])
+    assert meta["test_accuracy"] > 0.4  # it learns (the same tiny net with ReLU: 0.2 after 2 epochs)
+    rc = cli.main(["train", "--arch", "tiny", "--dataset", "digits", "--levels", "5", "--out", str(tmp_path / "x.pt")])
+    assert rc == 2 and "--levels 5 needs --activation clip" in capsys.readouterr().err

@@ -108,3 +108,56 @@ def test_mcr_divides_each_source_by_its_measured_slope(rng):
     # biases carry the layer's own factor only
     np.testing.assert_allclose(out.layer("res_c").bias,
                                graph.layer("res_c").bias * norm["gain"]["res"] * 0.2 / norm["lambda"]["res"])
+
+
+def test_mcr_channel_slopes_divide_each_input_channel(rng):
+    """slopes="channel": the weights from channel j of a conv source are divided by that channel's
+    own measured slope, through a Concat, a residual branch and a Flatten into a dense layer."""
+    graph = _dag(rng)
+    x = rng.uniform(0, 1, (3, 1, 6, 6))
+    probe = make_probe("torch", x, None, SimConfig(duration=100 * ms))
+    out = mcr_norm(graph, activation_stats(graph, x), probe, target_rate=200 * Hz, input_rate=300 * Hz,
+                   tolerance=0.05, max_iter=10, progress=False, rho_from_slope=True, calib_images=x,
+                   slopes="channel")
+    norm = out.meta["normalization"]
+    per = {k: np.asarray(v) for k, v in norm["rho_measured_channels"].items()}
+    assert norm["slopes"] == "channel" and set(per) == {"a", "b", "c", "res"}
+    assert [len(per[k]) for k in ("a", "b", "c", "res")] == [2, 3, 2, 2]
+    assert max(np.ptp(v) / v.mean() for v in per.values()) > 0.01  # channels really differ
+
+    def factor(layer: str, source: str) -> np.ndarray:
+        return norm["gain"][layer] * 0.2 / norm["lambda"][layer] * norm["lambda"][source] / per[source]
+
+    w0, w1 = graph.layer("c").weight, out.layer("c").weight  # Concat: channels 0-1 from a, 2-4 from b
+    cat = np.concatenate([factor("c", "a"), factor("c", "b")])
+    np.testing.assert_allclose(w1, w0 * cat[None, :, None, None], rtol=1e-9)
+    np.testing.assert_allclose(out.layer("res_c").weight,
+                               graph.layer("res_c").weight * factor("res", "c")[None, :, None, None], rtol=1e-9)
+    skip = graph.layer("res_skip").weight * factor("res", "a")[:, None, None, None]  # groups=2: one input each
+    np.testing.assert_allclose(out.layer("res_skip").weight, skip, rtol=1e-9)
+    dense = np.repeat(factor("fc", "res"), 36)  # flatten of (2, 6, 6): channel-major
+    np.testing.assert_allclose(out.layer("fc").weight, graph.layer("fc").weight * dense[None, :], rtol=1e-9)
+    # the network still meets its targets
+    for name, rate in norm["achieved_max_rate_hz"].items():
+        assert abs(rate - 200.0) <= 0.05 * 200.0 + 10.0, (name, rate)
+    with pytest.raises(ValueError, match="slopes must be one of"):
+        mcr_norm(graph, activation_stats(graph, x), probe, slopes="neuron", rho_from_slope=True, calib_images=x)
+    with pytest.raises(ValueError, match="needs rho_from_slope"):
+        mcr_norm(graph, activation_stats(graph, x), probe, slopes="channel", calib_images=x)
+
+
+def test_channel_slopes_stay_per_layer_before_an_average_pool(rng):
+    """A spiking average pool has one scale: the conv it reads keeps one slope."""
+    conv = ir.Conv2d("conv", (1, 6, 6), rng.normal(0.5, 0.3, (3, 1, 3, 3)), np.full(3, 0.1), padding=1)
+    pool = ir.AvgPool2d("pool", (3, 6, 6), (2, 2))
+    flat = ir.Flatten("flat", (3, 3, 3))
+    fc = ir.Dense("fc", rng.normal(0.1, 0.3, (2, 27)), np.zeros(2))
+    graph = ir.Graph(ir.Input((1, 6, 6)), (conv, pool, flat, fc))
+    x = rng.uniform(0, 1, (3, 1, 6, 6))
+    probe = make_probe("torch", x, None, SimConfig(duration=100 * ms))
+    out = mcr_norm(graph, activation_stats(graph, x), probe, target_rate=200 * Hz, input_rate=300 * Hz,
+                   tolerance=0.05, max_iter=10, progress=False, rho_from_slope=True, calib_images=x,
+                   slopes="channel")
+    norm = out.meta["normalization"]
+    assert set(norm["rho_measured_channels"]) == {"pool"}
+    assert np.ndim(norm["rho_out"]["conv"]) == 0

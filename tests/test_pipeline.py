@@ -99,6 +99,23 @@ def test_measured_slopes_are_the_default_and_the_cli_can_turn_them_off():
         method_options(spec_from_args(args))
 
 
+def test_cli_slopes_per_channel_and_positive_offsets():
+    from bioconv import cli
+    from bioconv.commands.convert import spec_from_args
+
+    parser = cli.build_parser()
+    assert method_options(ConversionSpec(method="mcr"))["slopes"] == "layer"
+    args = parser.parse_args(["convert", "x.pt", "--norm", "mcr", "--slopes", "channel"])
+    assert method_options(spec_from_args(args))["slopes"] == "channel"
+    assert method_options(ConversionSpec(method="mcr-tf"))["offset_sign"] == "positive"
+    args = parser.parse_args(["convert", "x.pt", "--norm", "mcr-tf", "--tf-offset-sign", "any"])
+    assert method_options(spec_from_args(args))["offset_sign"] == "any"
+    for norm, flag in (("max", ["--slopes", "channel"]), ("mcr", ["--tf-offset-sign", "positive"])):
+        args = parser.parse_args(["convert", "x.pt", "--norm", norm, *flag])
+        with pytest.raises(ValueError, match="unknown option"):
+            method_options(spec_from_args(args))
+
+
 def test_convert_equals_the_normalizer_and_keeps_the_source_ann(ckpt, tmp_path):
     import torch
 

@@ -67,6 +67,8 @@ def test_options_validation():
         TransferOptions(iterations=-1)
     with pytest.raises(ValueError, match="bins"):
         TransferOptions(bins=1)
+    with pytest.raises(ValueError, match="offset_sign must be one of"):
+        TransferOptions(offset_sign="negative")
 
 
 def test_with_offsets_adds_to_biases(data):
@@ -119,6 +121,24 @@ def test_lif_offset_linearizes_the_rheobase(data):
     tf_fit = fit_line(ideal, probe(tf, "fc1"))
     assert abs(tf_fit.intercept_hz) < 0.5 * abs(mcr_fit.intercept_hz)
     assert tf.meta["normalization"]["achieved_max_rate_hz"]["fc1"] == pytest.approx(100.0, rel=0.02)
+
+
+def test_positive_offset_sign_never_lowers_the_drive(data):
+    """IF with reset to zero at dt = 1 ms saturates at the top (dead time): the free fit asks
+    for a negative offset; ``offset_sign="positive"`` keeps every offset at >= 0."""
+    graph, images = data
+    stats = activation_stats(graph, images)
+    kw = dict(target_rate=200 * Hz, input_rate=400 * Hz, neuron=IF(reset="zero"), synapse=Delta(), dt=1 * ms,
+              progress=False)
+    free = transfer_norm(graph, stats, _probe(images, dt_ms=1.0), images,
+                         options=TransferOptions(offset_sign="any"), **kw)
+    assert free.meta["normalization"]["fit"]["fc1"]["offset"][0] < 0
+    pos = transfer_norm(graph, stats, _probe(images, dt_ms=1.0), images, **kw)  # the default
+    norm = pos.meta["normalization"]
+    assert norm["offset_sign"] == "positive"
+    for name in ("fc1", "fc2"):
+        assert min(norm["fit"][name]["offset"]) >= 0.0
+        assert norm["achieved_max_rate_hz"][name] == pytest.approx(200.0, rel=0.02)
 
 
 def test_channel_offsets_on_conv_layer():

@@ -13,7 +13,7 @@ from bioconv.ann.spec import build_sequential, format_spec, parse_spec
 from bioconv.ann.zoo import ZOO, resolve_arch
 
 
-def build_model(arch_or_spec: str, input_shape=None, n_classes: int | None = None):
+def build_model(arch_or_spec: str, input_shape=None, n_classes: int | None = None, **activation):
     """A ``torch.nn.Sequential`` for a zoo name or spec string.
 
     Parameters
@@ -26,9 +26,12 @@ def build_model(arch_or_spec: str, input_shape=None, n_classes: int | None = Non
         (it must agree with it otherwise).
     n_classes
         Checked against the size of the last FC layer, if given.
+    activation
+        ``activation``, ``levels``, ``clips`` of :func:`~bioconv.ann.spec.build_sequential`
+        (a clipped ReLU sized to the spike budget, :mod:`bioconv.ann.activations`).
     """
     _, spec = resolve_arch(arch_or_spec)
-    return build_sequential(parse_spec(spec), input_shape, n_classes)
+    return build_sequential(parse_spec(spec), input_shape, n_classes, **activation)
 
 
 from bioconv.ann.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402

@@ -101,7 +101,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> tuple
         raise ValueError(f"{path}: weights {bad} contain NaN or Inf (training diverged?); retrain, e.g. with a "
                          "lower --lr")
     try:
-        model = build_model(meta["spec"], tuple(meta["input_shape"]), int(meta["n_classes"]))
+        clips = (meta.get("activation") or {}).get("clips")  # a network trained for the spike budget
+        model = build_model(meta["spec"], tuple(meta["input_shape"]), int(meta["n_classes"]), clips=clips)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: checkpoint metadata does not describe a model ({exc}); retrain with "
                          "`bioconv train`") from exc

@@ -137,9 +137,25 @@ def resolve_input(tokens: tuple[Token, ...], input_shape=None) -> tuple[tuple[To
     return body, spec_shape
 
 
-def build_sequential(tokens: tuple[Token, ...], input_shape, n_classes: int | None = None):
-    """A named ``torch.nn.Sequential`` for ``tokens``; checks shapes and the output size."""
+def build_sequential(tokens: tuple[Token, ...], input_shape, n_classes: int | None = None,
+                     activation: str = "relu", levels: int | None = None, clips=None):
+    """A named ``torch.nn.Sequential`` for ``tokens``; checks shapes and the output size.
+
+    ``activation``/``levels``: the hidden layers' activation (:func:`bioconv.ann.activations.make_activation`:
+    ``"relu"``, or ``"clip"`` with a spike budget of ``levels``); ``clips``: the ceilings of a trained
+    ``"clip"`` network, one per hidden layer, which become ``nn.Hardtanh(0, c)``.
+    """
     import torch.nn as nn
+
+    from bioconv.ann.activations import make_activation
+
+    n_hidden = sum(isinstance(t, (ConvTok, DenseTok)) for t in tokens) - 1
+    if clips is not None and len(clips) != n_hidden:
+        raise ValueError(f"{len(clips)} activation ceilings given for {n_hidden} hidden layers")
+    ceilings = iter(clips) if clips is not None else None
+
+    def act():
+        return make_activation(activation, levels, None if ceilings is None else float(next(ceilings)))
 
     body, (c, h, w) = resolve_input(tokens, input_shape)
     last = max(i for i, t in enumerate(body) if isinstance(t, (ConvTok, DenseTok)))
@@ -155,7 +171,7 @@ def build_sequential(tokens: tuple[Token, ...], input_shape, n_classes: int | No
             if tok.bn:
                 modules[f"bn{k}"] = nn.BatchNorm2d(c)
             if i != last:
-                modules[f"relu{k}"] = nn.ReLU()
+                modules[f"relu{k}"] = act()
         elif isinstance(tok, PoolTok):
             count["pool"] += 1
             if tok.kernel > min(h, w):
@@ -177,7 +193,7 @@ def build_sequential(tokens: tuple[Token, ...], input_shape, n_classes: int | No
             if tok.bn:
                 modules[f"fcbn{k}"] = nn.BatchNorm1d(tok.units)
             if i != last:
-                modules[f"fcrelu{k}"] = nn.ReLU()
+                modules[f"fcrelu{k}"] = act()
         if min(h, w) <= 0:
             raise ValueError(f"the feature map shrinks to {h}x{w}; the input is too small for this spec")
     n_out = flat if flat is not None else c * h * w

@@ -162,9 +162,13 @@ def train(model: torch.nn.Module, train_ds: Dataset, *, epochs: int = 5, batch_s
 
 def train_and_save(arch: str, dataset: str, out: str | Path, *, epochs: int = 5, seed: int = 0,
                    data_dir: str | None = None, max_train: int | None = None, batch_size: int = 100,
-                   progress: bool = True, init: Literal["he", "torch"] = "he",
-                   **train_kwargs: Any) -> tuple[torch.nn.Module, dict[str, Any]]:
+                   progress: bool = True, init: Literal["he", "torch"] = "he", activation: str = "relu",
+                   levels: int | None = None, **train_kwargs: Any) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Load ``dataset``, build ``arch`` (zoo name or spec), train, evaluate on the test set, save.
+
+    ``activation="clip"`` trains :class:`~bioconv.ann.activations.BudgetReLU` hidden layers
+    (quantized to ``levels`` steps, the spike budget); they are frozen to ``nn.Hardtanh(0, c)``
+    before evaluation and saving, and the ceilings go to ``meta["activation"]``.
 
     Returns ``(model, meta)``; the checkpoint at ``out`` holds the same metadata.
     """
@@ -177,17 +181,22 @@ def train_and_save(arch: str, dataset: str, out: str | Path, *, epochs: int = 5,
     train_ds = subset(load_dataset(dataset, "train", data_dir), max_train, seed=seed if max_train else None)
     test_ds = load_dataset(dataset, "test", data_dir)
     torch.manual_seed(seed)
-    model = build_model(spec, train_ds.input_shape, train_ds.n_classes)
+    from bioconv.ann.activations import freeze_activations
+
+    model = build_model(spec, train_ds.input_shape, train_ds.n_classes, activation=activation, levels=levels)
     init_weights(model, seed, init)
     result = train(model, train_ds, epochs=epochs, seed=seed, batch_size=batch_size, progress=progress,
                    test_ds=test_ds, **train_kwargs)
+    _, clips = freeze_activations(result.model)
     acc = evaluate(result.model, test_ds, device=train_kwargs.get("device", "cpu"))
     meta = {
         "spec": format_spec(parse_spec(spec)), "arch": arch_name, "dataset": dataset,
         "input_shape": list(train_ds.input_shape), "n_classes": train_ds.n_classes,
         "preprocessing": dict(train_ds.meta["preprocessing"]), "seed": seed, "test_accuracy": acc,
         "n_train": len(train_ds), "n_test": len(test_ds), "epochs": epochs, "batch_size": batch_size,
-        "optimizer": "Adadelta", "init": init, "train_settings": {k: v for k, v in train_kwargs.items() if k != "device"},
+        "optimizer": "Adadelta", "init": init,
+        "activation": {"kind": activation, "levels": levels, "clips": clips if activation == "clip" else None},
+        "train_settings": {k: v for k, v in train_kwargs.items() if k != "device"},
         "history": result.history, "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
         "train_time_s": result.train_time_s, "threads": torch.get_num_threads(),
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "versions": versions(),

@@ -74,11 +74,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mcr: percentile for --rate-stat percentile (default 99.9)")
     parser.add_argument("--tf-offset", default=None, choices=("none", "layer", "channel"),
                         help="mcr-tf: offset current fitted per layer (default), per channel, or none")
+    parser.add_argument("--tf-offset-sign", default=None, choices=("any", "positive"),
+                        help="mcr-tf: 'positive' keeps the fitted offsets >= 0, never lowering the drive (default); "
+                             "'any' lets them go negative")
     parser.add_argument("--tf-iterations", type=int, default=None,
                         help="mcr-tf: fit/scan rounds per layer (default 4)")
     parser.add_argument("--rho-from-slope", action=argparse.BooleanOptionalAction, default=None,
                         help="mcr, mcr-tf: divide each layer's input weights by its sources' measured rate slopes (default); "
                              "--no-rho-from-slope assumes the target rates, as the MCR-Norm paper does")
+    parser.add_argument("--slopes", default=None, choices=("layer", "channel"),
+                        help="mcr with measured slopes: one slope per layer (default) or per conv output channel")
     parser.add_argument("--eta", help="mcr: comma-separated bias factors to fine-tune, e.g. 0.9,1,1.1")
     parser.add_argument("--pools", default="fold", choices=("fold", "spiking"),
                         help="fold: average pools merged into the next layer (exact; every layer can hit the target "
@@ -112,7 +117,8 @@ def spec_from_args(args: argparse.Namespace):
     options: dict = {}
     for key, value in (("percentile", args.percentile), ("tolerance", args.tolerance),
                        ("rate_stat", args.rate_stat), ("rate_percentile", args.rate_percentile),
-                       ("offset", args.tf_offset), ("iterations", args.tf_iterations)):
+                       ("offset", args.tf_offset), ("offset_sign", args.tf_offset_sign), ("slopes", args.slopes),
+                       ("iterations", args.tf_iterations)):
         if value is not None:
             options[key] = value
     if args.rho_from_slope is not None:

@@ -40,6 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-train", type=int, metavar="N", help="train on a seeded random subset of N training images")
     parser.add_argument("--init", default="he", choices=["he", "torch"],
                         help="weight init: he = He normal N(0, 2/fan_in) with zero bias (default), torch = torch's default")
+    parser.add_argument("--activation", default="relu", choices=("relu", "clip"),
+                        help="hidden activation: relu (default), or clip: a ReLU with a trained ceiling, quantized "
+                             "to --levels steps while training (training for the spike budget; saved as "
+                             "Hardtanh(0, c), whose ceiling conversion maps to the max rate)")
+    parser.add_argument("--levels", type=int, default=None,
+                        help="with --activation clip: the spike budget, max rate x T (50 Hz for 100 ms: 5); "
+                             "omit for an unquantized clipped ReLU")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bar")
@@ -59,13 +66,15 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--shift must be >= 0 pixels, got {args.shift}")
     if args.max_train is not None and args.max_train < 1:
         raise ValueError(f"--max-train must be >= 1, got {args.max_train}")
+    if args.levels is not None and (args.activation != "clip" or args.levels < 1):
+        raise ValueError(f"--levels {args.levels} needs --activation clip and a budget >= 1 spike")
     if args.threads:
         torch.set_num_threads(args.threads)
     _, meta = train_and_save(
         args.spec or args.arch, args.dataset, args.out, epochs=args.epochs, seed=args.seed, data_dir=args.data_dir,
         max_train=args.max_train, batch_size=args.batch_size, progress=not args.no_progress, lr=args.lr,
         weight_decay=args.weight_decay, early_stopping=args.early_stopping, augment=args.augment, device=args.device,
-        init=args.init, shift=args.shift, lr_decay=args.lr_decay,
+        init=args.init, shift=args.shift, lr_decay=args.lr_decay, activation=args.activation, levels=args.levels,
     )
     for row in meta["history"]:
         extra = f"  val acc {row['val_accuracy']:.4f}" if "val_accuracy" in row else ""

@@ -24,8 +24,10 @@ rates instead of the raw max), :math:`\rho_{n-1}` estimated from the measured sl
 rate·τ against :math:`a_{n-1}/\lambda_{n-1}` (``rho_from_slope``: least squares through the
 origin, :math:`\hat\rho = \lambda\sum r\tau\,a / \sum a^2`, for every source of a layer,
 so residual and concatenated graphs too; the default of :func:`bioconv.pipeline.convert`,
-while this function's default keeps the paper's assumption :math:`\hat\rho = \rho`), and
-fine-tuning of the bias factor :math:`\eta` (Appendix B) by calibration accuracy
+while this function's default keeps the paper's assumption :math:`\hat\rho = \rho`; with
+``slopes="channel"`` one slope per output channel of a convolution, so that channels whose
+neurons respond more steeply than the layer's average reach the next layer with their own
+correction), and fine-tuning of the bias factor :math:`\eta` (Appendix B) by calibration accuracy
 (``eta_factors``).
 """
 
@@ -57,6 +59,8 @@ log = logging.getLogger(__name__)
 Probe = Callable[[ir.Graph, str], np.ndarray]
 RateStatistic = Literal["max", "percentile"]
 PoolMode = Literal["auto", "scan", "count"]
+SlopeMode = Literal["layer", "channel"]
+SLOPE_MODES: tuple[str, ...] = ("layer", "channel")
 AVERAGE_MARGIN = 1e-6  # relative excess of k·w over θ in the pool count scan
 
 
@@ -183,6 +187,30 @@ def _slope_rho(rates_hz: np.ndarray, acts: np.ndarray, lam: float, tau_s: float)
     return lam * num / den
 
 
+def _channel_slopes(rates_hz: np.ndarray, acts: np.ndarray, lam: float, tau_s: float, layer_rho: float) -> tuple:
+    """:func:`_slope_rho` per output channel of a (N, C, H, W) layer; a channel without
+    calibration activity keeps the layer's slope ``layer_rho``."""
+    a = acts.reshape(len(acts), acts.shape[1], -1)
+    r = np.asarray(rates_hz, dtype=np.float64).reshape(a.shape) * tau_s
+    den = np.sum(a * a, axis=(0, 2))
+    num = np.sum(r * a, axis=(0, 2))
+    ok = (den > 0) & (num > 0)
+    return tuple(float(v) for v in np.where(ok, lam * num / np.where(ok, den, 1.0), layer_rho))
+
+
+def _per_channel_ok(graph: ir.Graph, layer: ir.Layer) -> bool:
+    """Per-channel slopes need a conv-shaped layer that no average pool reads (a pool has one scale)."""
+    from bioconv.projections import segments
+
+    if len(tuple(layer.output_shape)) != 3:
+        return False
+    for other in graph.layers:
+        if isinstance(other, ir.AvgPool2d):
+            if any(seg.source == layer.name for seg in segments(graph, graph.sources(other.name)[0])):
+                return False
+    return True
+
+
 def _accuracy(rates_hz: np.ndarray, labels: np.ndarray) -> float:
     pred = np.where(rates_hz.max(axis=1) > 0, np.argmax(rates_hz, axis=1), -1)
     return float(np.mean(pred == labels))
@@ -203,6 +231,7 @@ def mcr_norm(
     rate_percentile: float = 99.9,
     lambda_percentile: Optional[float] = None,
     rho_from_slope: bool = False,
+    slopes: SlopeMode = "layer",
     eta_factors: Optional[Sequence[float]] = None,
     calib_images: Optional[np.ndarray] = None,
     calib_labels: Optional[np.ndarray] = None,
@@ -235,6 +264,9 @@ def mcr_norm(
         probe's images, in the same order). The pipeline's default; without it, every gain
         :math:`G \ne 1` unbalances the next layer's weights against its bias (see
         :mod:`bioconv.normalize.scaling`).
+    slopes : "layer" or "channel"
+        With ``rho_from_slope``: one slope per layer, or one per output channel of each
+        convolution (dense layers, and layers read by an average pool, keep one per layer).
     eta_factors : sequence of float
         Bias factors to try after the scan; the one with the best calibration accuracy wins
         (needs ``calib_labels``; ties go to the factor closest to 1).
@@ -257,6 +289,10 @@ def mcr_norm(
     unknown = set(targets) - {layer.name for layer in graph.spiking_layers}
     if unknown:
         raise ValueError(f"layer_targets names unknown layers {sorted(unknown)}")
+    if slopes not in SLOPE_MODES:
+        raise ValueError(f"slopes must be one of {SLOPE_MODES}, got {slopes!r}")
+    if slopes == "channel" and not rho_from_slope:
+        raise ValueError("slopes='channel' divides by measured slopes: it needs rho_from_slope=True")
     if rho_from_slope and calib_images is None:
         raise ValueError("rho_from_slope needs calib_images (the probe's calibration images, same order)")
     if eta_factors and calib_labels is None:
@@ -276,6 +312,7 @@ def mcr_norm(
     scans: dict[str, dict[str, Any]] = {}
     achieved_max: dict[str, float] = {}
     rho_measured: dict[str, float] = {}
+    channel_slopes: dict[str, list[float]] = {}
     bar = tqdm(scan_layers, desc="MCR scan", unit="layer", disable=not progress)
     for layer in bar:
         name = layer.name
@@ -313,7 +350,11 @@ def mcr_norm(
                 rho_measured[name] = _slope_rho(rates, acts[name], scalings[name].lam, tau)
             except ValueError as exc:
                 raise ValueError(f"MCR-Norm, layer {name!r}: {exc}") from None
-            scalings[name] = replace(scalings[name], rho_out=rho_measured[name])
+            rho_out = rho_measured[name]
+            if slopes == "channel" and _per_channel_ok(graph, layer):
+                rho_out = _channel_slopes(rates, acts[name], scalings[name].lam, tau, rho_measured[name])
+                channel_slopes[name] = list(rho_out)
+            scalings[name] = replace(scalings[name], rho_out=rho_out)
     eta_search: dict[str, float] = {}
     if eta_factors:
         graph_out, scalings, eta_search, achieved_max = _tune_eta(
@@ -324,7 +365,7 @@ def mcr_norm(
         "mcr", out, scalings, factors, stats.input_max, input_hz * tau, tau, calibration,
         statistic=statistic, rate_percentile=rate_percentile if statistic == "percentile" else None, pool_mode=pool_mode,
         lambda_percentile=lambda_percentile, tolerance=tolerance, rho_from_slope=rho_from_slope,
-        rho_measured=rho_measured, achieved_max_rate_hz=achieved_max, scan=scans, eta_search=eta_search,
+        slopes=slopes, rho_measured=rho_measured, rho_measured_channels=channel_slopes, achieved_max_rate_hz=achieved_max, scan=scans, eta_search=eta_search,
     )
     return out.with_models(normalization=meta)
 

@@ -29,7 +29,10 @@ Why the measured slope matters: the weighted input of layer :math:`n` is
 :math:`k\,\rho_{n-1}a_{n-1}/\lambda_{n-1}` (a gain :math:`G_{n-1} \ne 1` raises every rate,
 not only the maximum), the weights carry :math:`k` and the bias does not, and with the large
 biases of folded batch norm the balance of weights and bias is lost, layer after layer.
-Dividing by the measured :math:`\rho^w_{n-1} = k\rho_{n-1}` restores it.
+Dividing by the measured :math:`\rho^w_{n-1} = k\rho_{n-1}` restores it. :math:`\rho^w` may
+also hold one value per output channel of a convolution (``slopes="channel"`` in
+:func:`~bioconv.normalize.mcr.mcr_norm`): the weights from channel :math:`j` are then divided by
+:math:`\rho^w_{n-1,j}`, per input channel of a conv and per input column of a dense layer.
 
 Graphs with several inputs per layer: the weights a layer :math:`n` receives from
 population :math:`m` are scaled with *that* population's scale,
@@ -47,7 +50,7 @@ into thresholds.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 from brian2 import Hz, Quantity, have_same_dimensions, ms, second
@@ -62,7 +65,9 @@ class LayerScaling:
     lam: float  # λ_n, ANN activation scale
     rho: float  # ρ_n, target max rate·τ
     gain: float = 1.0  # G_n
-    rho_out: Optional[float] = None  # ρ^w_n seen by the layers this one feeds; None: rho (assumed)
+    #: ρ^w_n seen by the layers this one feeds: None (= rho, assumed), measured for the layer,
+    #: or one value per output channel (a tuple; conv layers)
+    rho_out: Optional[Union[float, tuple[float, ...]]] = None
     bias_factor: float = 1.0  # η_n
 
     def __post_init__(self) -> None:
@@ -70,8 +75,11 @@ class LayerScaling:
             value = getattr(self, name)
             if not (np.isfinite(value) and value > 0):
                 raise ValueError(f"LayerScaling.{name} must be finite and > 0, got {value}")
-        if self.rho_out is not None and not (np.isfinite(self.rho_out) and self.rho_out > 0):
-            raise ValueError(f"LayerScaling.rho_out must be finite and > 0, got {self.rho_out}")
+        if self.rho_out is not None:
+            values = np.asarray(self.rho_out, dtype=np.float64)
+            if values.ndim > 1 or values.size == 0 or not (np.all(np.isfinite(values)) and np.all(values > 0)):
+                raise ValueError(f"LayerScaling.rho_out must be finite and > 0 (a number or one per channel), "
+                                 f"got {self.rho_out}")
 
 
 def layer_lambda(graph: ir.Graph, stats: Any, name: str, percentile: Optional[float] = None) -> float:
@@ -125,10 +133,16 @@ def _source_factor(graph: ir.Graph, view: str, scale: dict[str, tuple[float, flo
     vals = []
     for seg in segs:
         lam, rho_w = scale[seg.source]
-        vals.append(lam / rho_w)
-    if len(set(vals)) == 1:
-        return vals[0]
-    return np.concatenate([np.full(seg.size, v) for seg, v in zip(segs, vals)])
+        factor = lam / np.asarray(rho_w, dtype=np.float64)
+        if factor.ndim:  # one ρ^w per channel of the source: channel-major flat order
+            if seg.size % factor.size:
+                raise ValueError(f"{factor.size} per-channel slopes of {seg.source!r} do not divide its "
+                                 f"{seg.size} neurons")
+            factor = np.repeat(factor, seg.size // factor.size)
+        vals.append(factor)
+    if all(np.ndim(v) == 0 for v in vals) and len({float(v) for v in vals}) == 1:
+        return float(vals[0])
+    return np.concatenate([np.broadcast_to(v, (seg.size,)) for seg, v in zip(segs, vals)])
 
 
 def _scale_weights(layer: ir.Layer, factor: np.ndarray | float) -> ir.Layer:
@@ -146,8 +160,9 @@ def _scale_weights(layer: ir.Layer, factor: np.ndarray | float) -> ir.Layer:
         c_out = layer.weight.shape[0]
         idx = (np.arange(c_out)[:, None] // (c_out // groups)) * c_g + np.arange(c_g)[None, :]
         return replace(layer, weight=layer.weight * per_channel[idx][:, :, None, None])
-    raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) reads a Concat of sources with different "
-                     "scales; pool each branch before concatenating")
+    raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) reads inputs with different scales (a "
+                     "Concat of differently scaled sources, or per-channel slopes); a pool takes one scale: pool "
+                     "each branch before concatenating, or use per-layer slopes")
 
 
 def rescale(
@@ -198,7 +213,8 @@ def rescale(
         elif isinstance(layer, ir.Add):
             new[layer.name] = layer
         factors[layer.name] = {"weight": first_cw, "bias": float(c_b)}
-        scale[layer.name] = (s.lam, s.rho if s.rho_out is None else s.rho_out)
+        scale[layer.name] = (s.lam, s.rho if s.rho_out is None else
+                             (np.asarray(s.rho_out) if np.ndim(s.rho_out) else float(s.rho_out)))
     layers = tuple(new[layer.name] for layer in graph.layers)
     inp = input_scale(graph.input, lambda_0, input_rho / tau_s)
     return replace(graph, input=inp, layers=layers), factors

@@ -68,6 +68,8 @@ log = logging.getLogger(__name__)
 
 OffsetMode = Literal["none", "layer", "channel"]
 OFFSET_MODES: tuple[str, ...] = ("none", "layer", "channel")
+OffsetSign = Literal["any", "positive"]
+OFFSET_SIGNS: tuple[str, ...] = ("any", "positive")
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,12 @@ class TransferOptions:
         Stop iterating when the fitted intercept is below this fraction of the target rate.
     max_offset : float
         Bound on :math:`|\beta|` (units of θ per τ); a fit that asks for more is clipped.
+    offset_sign : "positive" or "any"
+        ``"positive"`` (default) keeps :math:`\beta \ge 0`: the offset may lift a rheobase or
+        a leak but never lowers the drive. A response that saturates at the top (reset to
+        zero, refractory period) asks for a negative offset, which silences the weakest
+        ANN-active neurons and costs more accuracy than the straighter line gains (cnn7:
+        ``figures/README.md``, Fig. 11); ``"any"`` allows it.
     rho_from_slope : bool
         The layers a layer feeds divide its rates by its fitted slope, :math:`\rho^w = k\rho`
         (``LayerScaling.rho_out``), instead of assuming :math:`k = 1`; see
@@ -101,6 +109,7 @@ class TransferOptions:
     tolerance: float = 0.02
     intercept_tolerance: float = 0.01
     max_offset: float = 1.0
+    offset_sign: OffsetSign = "positive"
     rho_from_slope: bool = True
 
     def __post_init__(self) -> None:
@@ -114,6 +123,8 @@ class TransferOptions:
             raise ValueError(f"TransferOptions.tolerance must be in (0, 1), got {self.tolerance}")
         if not 0 < self.intercept_tolerance < 1:
             raise ValueError(f"TransferOptions.intercept_tolerance must be in (0, 1), got {self.intercept_tolerance}")
+        if self.offset_sign not in OFFSET_SIGNS:
+            raise ValueError(f"TransferOptions.offset_sign must be one of {OFFSET_SIGNS}, got {self.offset_sign!r}")
         if not (self.max_offset > 0 and math.isfinite(self.max_offset)):
             raise ValueError(f"TransferOptions.max_offset must be finite and > 0, got {self.max_offset}")
 
@@ -288,7 +299,10 @@ def transfer_norm(
             if np.all(np.abs(intercept) < options.intercept_tolerance * target):
                 break
             # r ≈ s (G t τ + β)/τ + r0 with k = s G: the intercept vanishes at β - c τ G / k
-            beta = np.clip(beta - intercept * tau * gain / fit.slope, -options.max_offset, options.max_offset)
+            low = 0.0 if options.offset_sign == "positive" else -options.max_offset
+            beta = np.clip(beta - intercept * tau * gain / fit.slope, low, options.max_offset)
+            if np.array_equal(beta, b_now):
+                break  # the bound holds the offset where it is: another round changes nothing
         scalings[name] = replace(s, gain=gain)
         if options.rho_from_slope and name != layers[-1].name and history[-1]["slope"] > 0:
             scalings[name] = replace(scalings[name], rho_out=s.rho * history[-1]["slope"])
@@ -304,7 +318,7 @@ def transfer_norm(
     out = with_offsets(out, offsets)
     meta = normalization_meta(
         "mcr-tf", out, scalings, factors, stats.input_max, input_hz * tau, tau, calibration,
-        offset_mode=options.offset, iterations=options.iterations, bins=options.bins, tolerance=options.tolerance,
+        offset_mode=options.offset, offset_sign=options.offset_sign, iterations=options.iterations, bins=options.bins, tolerance=options.tolerance,
         rho_from_slope=options.rho_from_slope,
         dt_ms=float(dt / ms), achieved_max_rate_hz=achieved, fit=fits,
         offset={k: np.asarray(v, dtype=float).tolist() for k, v in offsets.items()},

@@ -1,0 +1,98 @@
+r"""Training for the spiking neuron: a clipped ReLU sized to the spike budget.
+
+A rate-coded neuron that fires at most :math:`r_\max` for a time :math:`T` emits at most
+:math:`L = r_\max T` spikes (50 Hz for 100 ms: 5), so it can express only about :math:`L + 1`
+activation levels between 0 and the activation that maps to :math:`r_\max`. A ReLU network
+trained without that limit relies on finer differences and on activations far above the
+typical one (which set :math:`\lambda` and push every other neuron to low rates).
+:class:`BudgetReLU` trains with the limit instead:
+
+.. math::
+    y = \min(\max(x, 0), c), \qquad
+    \hat y = \frac{c}{L}\,\mathrm{round}\!\left(\frac{L\,y}{c}\right)\ \text{(training only)},
+
+with a trainable ceiling :math:`c` per layer (PACT, Choi et al. 2018: the gradient reaches
+:math:`c` where :math:`x > c`) and the rounding passed straight through in the backward pass
+(the quantization-aware training of Bu et al. 2022, without their half-step shift, which a
+spiking neuron starting at rest does not have). In evaluation mode the layer is the plain
+clipped ReLU :math:`y`: the spiking network quantizes by itself, in time.
+
+:func:`freeze_activations` replaces each :class:`BudgetReLU` by ``nn.Hardtanh(0, c)`` after
+training, so a checkpoint holds only standard modules. Conversion then takes :math:`c` as the
+layer's :math:`\lambda` (``Hardtanh(0, c)``, the Rate Norm Layer of Ding et al. 2021), so the
+ceiling maps to the target max rate exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import torch
+import torch.nn as nn
+
+ActivationKind = Literal["relu", "clip"]
+ACTIVATIONS: tuple[str, ...] = ("relu", "clip")
+
+
+class BudgetReLU(nn.Module):
+    """Clipped ReLU with a trainable ceiling, quantized to ``levels`` steps while training.
+
+    Parameters
+    ----------
+    levels : int or None
+        Number of quantization steps :math:`L` between 0 and the ceiling (the spike budget
+        :math:`r_\\max T`); ``None`` trains the clipped ReLU without quantization.
+    init_clip : float
+        Initial ceiling :math:`c`.
+    """
+
+    def __init__(self, levels: Optional[int] = None, init_clip: float = 4.0):
+        super().__init__()
+        if levels is not None and (int(levels) != levels or levels < 1):
+            raise ValueError(f"levels must be an integer >= 1 (the spike budget: max rate × T), got {levels}")
+        if not init_clip > 0:
+            raise ValueError(f"init_clip must be > 0, got {init_clip}")
+        self.levels = None if levels is None else int(levels)
+        self.clip = nn.Parameter(torch.tensor(float(init_clip)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        clip = self.clip.abs() + 1e-6  # stays positive whatever the optimizer does
+        y = torch.minimum(torch.relu(x), clip)
+        if self.training and self.levels is not None:
+            q = torch.round(y / clip * self.levels) / self.levels * clip
+            y = y + (q - y).detach()
+        return y
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}, clip={float(self.clip.detach().abs()):.4g}"
+
+
+def make_activation(kind: ActivationKind = "relu", levels: Optional[int] = None,
+                    clip: Optional[float] = None) -> nn.Module:
+    """The activation module of a hidden layer: ``nn.ReLU``, a :class:`BudgetReLU` to train, or the
+    frozen ``nn.Hardtanh(0, clip)`` of a trained one."""
+    if clip is not None:
+        if not clip > 0:
+            raise ValueError(f"a frozen clip must be > 0, got {clip}")
+        return nn.Hardtanh(0.0, float(clip))
+    if kind == "relu":
+        if levels is not None:
+            raise ValueError("levels (the spike budget) needs activation 'clip'")
+        return nn.ReLU()
+    if kind == "clip":
+        return BudgetReLU(levels)
+    raise ValueError(f"unknown activation {kind!r}; known: {', '.join(ACTIVATIONS)}")
+
+
+@torch.no_grad()
+def freeze_activations(model: nn.Module) -> tuple[nn.Module, list[float]]:
+    """Replace every :class:`BudgetReLU` of ``model`` (in place) by ``nn.Hardtanh(0, c)``; returns the
+    model and the ceilings in module order (empty when it has none)."""
+    clips: list[float] = []
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, BudgetReLU):
+                c = float(child.clip.abs()) + 1e-6
+                setattr(parent, name, nn.Hardtanh(0.0, c))
+                clips.append(c)
+    return model, clips
