@@ -88,7 +88,7 @@ METHOD_COLORS: dict[str, str] = {"max": "#E69F00", "robust": "#56B4E9", "spike":
                                  "mcr-slope": "#CC79A7", "mcr-tf": "#D55E00", "mcr-tf-slope": "#000000"}
 METHOD_LABELS: dict[str, str] = {"max": "max-norm", "robust": "robust norm", "spike": "Spike-Norm",
                                  "mcr": "MCR-Norm", "mcr-slope": "MCR-Norm (ρ measured)", "mcr-tf": "MCR-TF",
-                                 "mcr-tf-slope": "MCR-TF (ρ measured)"}
+                                 "mcr-tf-slope": "MCR-TF (ρ measured, β ≥ 0)"}
 #: one colour per neuron model label of the studies
 NEURON_ORDER: tuple[str, ...] = ("IF-zero", "IF-sub", "LIF", "LIF-ref2", "SRM", "SRM-5")
 NEURON_COLORS: dict[str, str] = {"IF-zero": "#0072B2", "IF-sub": "#D55E00", "LIF": "#009E73",
