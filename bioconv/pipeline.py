@@ -232,6 +232,11 @@ def conversion(spec: ConversionSpec, ckpt: str | os.PathLike, data_dir: Optional
     m = method(spec.method)
     options = method_options(spec)
     target, inp = rates(spec)
+    if not m.uses_probe and spec.neuron in ("lif", "srm"):
+        log.warning("method %r sets each layer's scale from ANN activations alone, assuming a rate proportional "
+                    "to the drive; the %s neuron's rate is not (rheobase, leak), so deep layers may fall silent "
+                    "(cnn7: 100 %% SNN error for the SRM under max and robust norm). Use method 'mcr-tf', which "
+                    "measures the %s's response.", spec.method, spec.neuron.upper(), spec.neuron.upper())
     ann, meta = source_ann(ckpt, spec.pools, model=model, dataset=dataset, data_dir=data_dir)
     ann = ann.with_models(schedule=spec.schedule)  # the calibration runs use the spec's schedule
     calib = subset(load_dataset(meta["dataset"], "train", data_dir), spec.calib_n, seed=spec.calib_seed)

@@ -225,3 +225,14 @@ def test_zoo_bn_cnn_folds_batch_norm_exactly(tmp_path, mnist_dir):
         ref = model(torch.from_numpy(x).float()).argmax(1).numpy()
     np.testing.assert_array_equal(ann_predictions(ann, x), ref)
     assert [l.name for l in ann.spiking_layers] == ["conv1", "conv2", "conv3", "fc1", "fc2"]  # pools folded
+
+
+@pytest.mark.parametrize("neuron,warns", [("srm", True), ("lif", True), ("if", False)])
+def test_data_based_norm_warns_for_neurons_whose_rate_is_not_proportional(ckpt, caplog, neuron, warns):
+    import logging
+
+    spec = ConversionSpec(method="max", neuron=neuron, calib_n=20)
+    with caplog.at_level(logging.WARNING, logger="bioconv.pipeline"):
+        conversion(spec, ckpt)
+    messages = [r.getMessage() for r in caplog.records if r.name == "bioconv.pipeline"]
+    assert any("mcr-tf" in m and neuron.upper() in m for m in messages) == warns, messages
