@@ -68,3 +68,24 @@ def test_residual_network_adds_a_skip_around_a_hidden_conv():
     pooled = src.reshape(n, c, h // k, k, w // k, k).mean(axis=(3, 5))
     np.testing.assert_allclose(b[add.name], np.maximum(b[conv.name] + 0.5 * pooled, 0), rtol=1e-9, atol=1e-12)
     assert res.layers[-1].name == graph.layers[-1].name
+
+
+@pytest.mark.parametrize("coding", ["current", "bernoulli"])
+def test_peer_bench_bioconv_side_runs_in_both_precisions(mnist_dir, coding):
+    """The bioconv half of ``bench peer`` (SpikingJelly itself is an optional extra): float64 and
+    float32 runs of the same max-norm IF-subtract job agree on nearly every prediction."""
+    import torch
+
+    from bioconv.ann import build_model
+    from bioconv.benchmarks.peer_bench import _bioconv
+    from bioconv.data import load_dataset
+
+    torch.manual_seed(0)
+    model = build_model("8c3-p2-8c3-p2-10FC", (1, 28, 28), 10).eval()
+    meta = {"input_shape": [1, 28, 28]}
+    train, test = load_dataset("mnist", "train", str(mnist_dir)), load_dataset("mnist", "test", str(mnist_dir))
+    runs = {d: _bioconv(model, meta, train.images[:50], test.images[:20], test.labels[:20], 30, 10, coding, d)
+            for d in ("float64", "float32")}
+    for acc, rate in runs.values():
+        assert 0.0 <= acc <= 1.0 and rate > 0
+    assert abs(runs["float64"][0] - runs["float32"][0]) <= 0.1, runs

@@ -11,11 +11,12 @@ subtraction, max-norm conversion on ``--calib`` training images, T = ``--steps``
   bioconv ``coding="bernoulli"``).
 
 SpikingJelly: ``ann2snn.Converter(RateCodingRecipe(mode="max"))`` (IFNode, reset by
-subtraction, threshold 1 after max scaling), classification by the summed outputs.
+subtraction, threshold 1 after max scaling, float32), classification by the summed outputs.
 bioconv: :func:`bioconv.normalize.data_based_norm` (max norm, target rate 1000 Hz = one
-spike per step, input 1000 Hz), IF subtract with delta synapses, the torch engine's default
-(fused float64 kernel on the CPU), count readout. Prints both accuracies and images/s and
-the speed ratio. Needs the ``peer`` extra (``pip install spikingjelly``).
+spike per step, input 1000 Hz), IF subtract with delta synapses, the torch engine's fused
+kernel on the CPU, count readout, once in float64 (Brian2's spike counts) and once in float32
+(SpikingJelly's precision). Prints the accuracies and images/s and the speed ratios. Needs the
+``peer`` extra (``pip install spikingjelly``).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def _spikingjelly(model, calib: np.ndarray, images: np.ndarray, labels: np.ndarr
 
 
 def _bioconv(model, meta, calib: np.ndarray, images: np.ndarray, labels: np.ndarray, steps: int, batch: int,
-             coding: str) -> tuple[float, float]:
+             coding: str, dtype: str = "float64") -> tuple[float, float]:
     from brian2 import Hz, ms
 
     from bioconv import normalize
@@ -68,9 +69,9 @@ def _bioconv(model, meta, calib: np.ndarray, images: np.ndarray, labels: np.ndar
     graph = normalize.data_based_norm(graph, stats, percentile=None, target_rate=1000 * Hz, input_rate=1000 * Hz,
                                       neuron=IF(reset="subtract"), synapse=Delta(), dt=1 * ms)
     config = SimConfig(duration=steps * ms, dt=1 * ms, coding=coding)
-    simulate(graph, images[:2], labels[:2], config, progress=False)  # warm-up (kernel load)
+    simulate(graph, images[:2], labels[:2], config, dtype=dtype, progress=False)  # warm-up (kernel load)
     start = time.perf_counter()
-    result = simulate(graph, images, labels, config, batch_size=batch, progress=False)
+    result = simulate(graph, images, labels, config, batch_size=batch, dtype=dtype, progress=False)
     secs = time.perf_counter() - start
     return result.accuracy, len(images) / secs
 
@@ -98,7 +99,9 @@ def main(args: argparse.Namespace) -> int:
     for label, coding in (("analog", "current"), ("bernoulli", "bernoulli")):
         sj_acc, sj_rate = _spikingjelly(model, calib, test.images, test.labels, steps, batch, coding == "bernoulli")
         print(f"{label:10s} {'spikingjelly':12s} {sj_acc:9.4f} {sj_rate:9.1f}", flush=True)
-        bc_acc, bc_rate = _bioconv(model, meta, calib, test.images, test.labels, steps, batch, coding)
-        print(f"{label:10s} {'bioconv':12s} {bc_acc:9.4f} {bc_rate:9.1f}   ({bc_rate / sj_rate:.2f}x SpikingJelly)",
-              flush=True)
+        for dtype in ("float64", "float32"):
+            bc_acc, bc_rate = _bioconv(model, meta, calib, test.images, test.labels, steps, batch, coding, dtype)
+            name = f"bioconv {dtype[-2:]}"
+            print(f"{label:10s} {name:12s} {bc_acc:9.4f} {bc_rate:9.1f}   ({bc_rate / sj_rate:.2f}x SpikingJelly)",
+                  flush=True)
     return 0
