@@ -1,11 +1,12 @@
 r"""Faithful conversion of every neuron model: MCR-Norm against MCR-TF on the same images.
 
-Each neuron/synapse combination is converted four times, with MCR-Norm (one gain per layer
+Each neuron/synapse combination is converted five times, with MCR-Norm (one gain per layer
 scanned to the target max rate) and with MCR-TF (:mod:`bioconv.normalize.transfer`: the same
 scan plus an offset current per layer fitted against the measured transfer function), each
 with the MCR-Norm paper's assumed slopes and with measured slopes (``rho_from_slope``, the
 pipeline's default; variants ``mcr-slope`` and ``mcr-tf-slope``; the latter also with the
-offsets kept >= 0, MCR-TF's default since), all calibrated
+offsets kept >= 0, MCR-TF's default since), and MCR-TF with one offset per output channel
+(``mcr-tf-channel``), all calibrated
 at the simulation time step on 50 training images of 300 ms, and simulated on the first 1000
 MNIST test images with three input-spike seeds. Reported per combination and method: the
 source ANN's and the SNN's accuracy at the fixed T with 95 % intervals (bootstrap over images
@@ -33,12 +34,15 @@ GRIDS: tuple[tuple[float, float, tuple[tuple[str, str], ...]], ...] = (
                     ("LIF-ref2", "alpha"), ("SRM-5", "delta"))),
     (50.0, 1000.0, (("IF-zero", "delta"), ("LIF-ref2", "alpha"))),
 )
-#: variant label → (method, rho_from_slope, MCR-TF offset sign): the first run (the MCR-Norm paper's
-#: assumed slopes, offsets of either sign) and the pipeline's defaults since (measured slopes,
-#: offsets >= 0)
-METHODS: dict[str, tuple[str, bool, str]] = {"mcr": ("mcr", False, ""), "mcr-tf": ("mcr-tf", False, "any"),
-                                             "mcr-slope": ("mcr", True, ""),
-                                             "mcr-tf-slope": ("mcr-tf", True, "positive")}
+#: variant label → (method, rho_from_slope, MCR-TF offset sign, MCR-TF offset mode): the first run
+#: (the MCR-Norm paper's assumed slopes, offsets of either sign), the pipeline's defaults since
+#: (measured slopes, offsets >= 0, one offset per layer) and one offset per channel
+METHODS: dict[str, tuple[str, bool, str, str]] = {"mcr": ("mcr", False, "", ""), "mcr-tf": ("mcr-tf", False, "any", ""),
+                                                  "mcr-slope": ("mcr", True, "", ""),
+                                                  "mcr-tf-slope": ("mcr-tf", True, "positive", ""),
+                                                  "mcr-tf-channel": ("mcr-tf", True, "positive", "channel")}
+#: variants left out of the quick (CI) grid
+FULL_ONLY = ("mcr-tf-slope", "mcr-tf-channel")
 TAU_SYN_MS = 5.0
 
 
@@ -48,13 +52,15 @@ def grid(quick: bool = False) -> list[dict]:
         plan = [(200.0, 100.0, ("LIF-ref2", "alpha"))]
     configs = []
     for rate, t_ms, (neuron, synapse) in plan:
-        for variant, (method, slope, sign) in METHODS.items():
-            if quick and variant == "mcr-tf-slope":
+        for variant, (method, slope, sign, offset) in METHODS.items():
+            if quick and variant in FULL_ONLY:
                 continue
             cfg = common.net_config(NAME, quick, method=method, rate_hz=rate, neuron=neuron, synapse=synapse,
                                     duration_ms=t_ms, bin_ms=t_ms, calib_duration_ms=100.0 if quick else 300.0,
                                     calib_n=10 if quick else 50)
             options = {"offset_sign": sign} if sign else {}
+            if offset:
+                options["offset"] = offset
             if quick:
                 cfg["n_images"] = 30
                 options = {**options, "iterations": 1} if method == "mcr-tf" else options
