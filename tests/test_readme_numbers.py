@@ -58,7 +58,10 @@ def test_a_changed_csv_fails(tmp_path):
 
 
 def test_malformed_and_ambiguous_markers_are_errors(tmp_path):
-    shutil.copy(FIGURES / "fig4_rate_range.csv", tmp_path)
+    import pandas as pd
+
+    pd.DataFrame({"rate_hz": [50.0, 100.0], "loss_pct": [1.23, 0.4], "snn_accuracy": [0.987, 0.985]}).to_csv(
+        tmp_path / "fig4_rate_range.csv", index=False)
     readme = tmp_path / "README.md"
     readme.write_text("<!--num fig4_rate_range.csv | rate_hz > 0-->1<!--/num-->")
     with pytest.raises(ValueError, match="4 fields"):
