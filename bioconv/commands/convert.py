@@ -73,7 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate-percentile", type=float, default=None,
                         help="mcr: percentile for --rate-stat percentile (default 99.9)")
     parser.add_argument("--tf-offset", default=None, choices=("none", "layer", "channel"),
-                        help="mcr-tf: offset current fitted per layer (default), per channel, or none")
+                        help="mcr-tf: offset current fitted per layer (default), per channel, or none; per channel "
+                             "helps IF and LIF at 200 Hz and above (the LIF with alpha synapses most) but hurts the SRM and low "
+                             "rates, where channels fire too few calibration spikes (figures/README.md, Fig. 11)")
     parser.add_argument("--tf-offset-sign", default=None, choices=("any", "positive"),
                         help="mcr-tf: 'positive' keeps the fitted offsets >= 0, never lowering the drive (default); "
                              "'any' lets them go negative")

@@ -81,6 +81,9 @@ class TransferOptions:
     offset : "none", "layer" or "channel"
         What is fitted besides the gain: nothing (MCR-Norm at the simulation dt), one offset
         current per layer, or one per output channel (conv layers; dense layers per layer).
+        Per channel helps IF and LIF neurons at 200 Hz and above (most the refractory LIF with
+        alpha synapses) and hurts where a channel fires few calibration spikes (50 Hz) or the
+        response is not a shifted line (SRM); see ``figures/README.md``, Fig. 11.
     iterations : int
         Fit/scan rounds per layer (each costs one scan of the gain).
     bins : int
