@@ -168,6 +168,12 @@ class SRM:
     bias enters through the same kernel as a constant current, :math:`\tau_s \dot y = -y +
     e\,\tau_s I_\mathrm{bias}/\tau`, i.e. as if it were input at rate :math:`1/\tau` with
     weight :math:`I_\mathrm{bias}`. SRM's synapse is its own kernel ε: use delta synapses.
+
+    Under a constant filtered input :math:`P > \theta` the rate is
+    :math:`1/(\tau_r \ln\frac{P+\theta}{P-\theta})`: the refractory kernel, not the membrane,
+    integrates. For conversion :math:`\tau_r` trades the rheobase (short :math:`\tau_r`) against
+    rectified input fluctuations (long :math:`\tau_r`); on cnn7 at 200 Hz with
+    :math:`\tau_s` = 5 ms, :math:`\tau_r = 2\tau_s` converted best (``figures/README.md``, Fig. 11).
     """
 
     tau_s: Quantity = time_field(1)

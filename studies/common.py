@@ -40,6 +40,7 @@ NEURONS = {
     "SRM": ("srm", {"tau_s_ms": 1.0, "tau_r_ms": 1.0}),
     "LIF-ref2": ("lif", {"tau_m_ms": 20.0, "reset": "zero", "refractory_ms": 2.0}),
     "SRM-5": ("srm", {"tau_s_ms": 5.0, "tau_r_ms": 5.0}),
+    **{f"SRM-5-r{t:g}": ("srm", {"tau_s_ms": 5.0, "tau_r_ms": t}) for t in (2.0, 10.0, 20.0, 50.0)},
 }
 #: study neuron label → ConversionSpec fields (SRM: the PSP kernel τ_s is the spec's tau_syn)
 SPEC_FIELDS = {"tau_m_ms": "tau_m", "refractory_ms": "refractory", "tau_s_ms": "tau_syn", "tau_r_ms": "tau_r"}

@@ -17,7 +17,12 @@ Grids: at 200 Hz and T = 300 ms, the IF with reset to zero and by subtraction (d
 synapses), the IF (reset to zero) with alpha synapses, the LIF (τ_m = 20 ms, 2 ms refractory
 period) with delta and alpha synapses, and the SRM with τ_s = τ_r = 5 ms; at 50 Hz and
 T = 1 s, the IF with reset to zero and the LIF with alpha synapses. Alpha synapses have
-τ_s = 5 ms. Figure ``fig11_model_fidelity`` and the table ``model_fidelity_summary.csv``.
+τ_s = 5 ms. A third grid sweeps the SRM's refractory time constant τ_r (2–50 ms, τ_s = 5 ms,
+200 Hz, T = 300 ms) under the pipeline's default (``mcr-tf-slope``): the SRM has no integrator,
+so τ_r sets both its rheobase (the drive at 200 Hz is only :math:`(e^{1/(200\,\mathrm{Hz}\,\tau_r)}+1)/
+(e^{1/(200\,\mathrm{Hz}\,\tau_r)}-1)` times the threshold: 2.2 at 5 ms, 4.1 at 10 ms, 8.0 at 20 ms)
+and how long it remembers upward fluctuations of its filtered input, which it rectifies.
+Figure ``fig11_model_fidelity`` and the table ``model_fidelity_summary.csv``.
 """
 
 from __future__ import annotations
@@ -44,34 +49,43 @@ METHODS: dict[str, tuple[str, bool, str, str]] = {"mcr": ("mcr", False, "", ""),
 #: variants left out of the quick (CI) grid
 FULL_ONLY = ("mcr-tf-slope", "mcr-tf-channel")
 TAU_SYN_MS = 5.0
+#: SRM refractory-kernel sweep (τ_s = 5 ms, 200 Hz, T = 300 ms): neuron label → τ_r in ms
+SRM_TAU_R_MS: dict[str, float] = {"SRM-5-r2": 2.0, "SRM-5": 5.0, "SRM-5-r10": 10.0, "SRM-5-r20": 20.0,
+                                  "SRM-5-r50": 50.0}
+#: the variant the sweep runs (the pipeline's defaults)
+SWEEP_VARIANT = "mcr-tf-slope"
+
+
+def _config(rate: float, t_ms: float, neuron: str, synapse: str, variant: str, quick: bool) -> dict:
+    method, slope, sign, offset = METHODS[variant]
+    cfg = common.net_config(NAME, quick, method=method, rate_hz=rate, neuron=neuron, synapse=synapse,
+                            duration_ms=t_ms, bin_ms=t_ms, calib_duration_ms=100.0 if quick else 300.0,
+                            calib_n=10 if quick else 50)
+    options = {"offset_sign": sign} if sign else {}
+    if offset:
+        options["offset"] = offset
+    if quick:
+        cfg["n_images"] = 30
+        options = {**options, "iterations": 1} if method == "mcr-tf" else options
+    if options:
+        cfg["method_options"] = options
+    if synapse == "alpha":
+        cfg["tau_syn_ms"] = TAU_SYN_MS
+    cfg["rho_from_slope"] = slope
+    if slope:  # the first run's configs carry no variant key, so their cached tables stay valid
+        cfg["variant"] = variant
+    return cfg
 
 
 def grid(quick: bool = False) -> list[dict]:
     plan = [(rate, t_ms, combo) for rate, t_ms, combos in GRIDS for combo in combos]
+    sweep = [label for label in SRM_TAU_R_MS if (200.0, 300.0, (label, "delta")) not in plan]
     if quick:
-        plan = [(200.0, 100.0, ("LIF-ref2", "alpha"))]
-    configs = []
-    for rate, t_ms, (neuron, synapse) in plan:
-        for variant, (method, slope, sign, offset) in METHODS.items():
-            if quick and variant in FULL_ONLY:
-                continue
-            cfg = common.net_config(NAME, quick, method=method, rate_hz=rate, neuron=neuron, synapse=synapse,
-                                    duration_ms=t_ms, bin_ms=t_ms, calib_duration_ms=100.0 if quick else 300.0,
-                                    calib_n=10 if quick else 50)
-            options = {"offset_sign": sign} if sign else {}
-            if offset:
-                options["offset"] = offset
-            if quick:
-                cfg["n_images"] = 30
-                options = {**options, "iterations": 1} if method == "mcr-tf" else options
-            if options:
-                cfg["method_options"] = options
-            if synapse == "alpha":
-                cfg["tau_syn_ms"] = TAU_SYN_MS
-            cfg["rho_from_slope"] = slope
-            if slope:  # the first run's configs carry no variant key, so their cached tables stay valid
-                cfg["variant"] = variant
-            configs.append(cfg)
+        plan, sweep = [(200.0, 100.0, ("LIF-ref2", "alpha"))], ["SRM-5-r10"]
+    configs = [_config(rate, t_ms, neuron, synapse, variant, quick)
+               for rate, t_ms, (neuron, synapse) in plan for variant in METHODS
+               if not (quick and variant in FULL_ONLY)]
+    configs += [_config(200.0, 100.0 if quick else 300.0, label, "delta", SWEEP_VARIANT, quick) for label in sweep]
     return common.with_seeds(configs, quick)
 
 
@@ -104,38 +118,60 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
         "mean_hz_")
     out = out.merge(wide_max.reset_index(), on=by).merge(wide_mean.reset_index(), on=by)
     spikes = layers.groupby(by + ["seed", "image"], sort=False).spikes.sum().groupby(by, sort=False).mean()
-    return out.merge(spikes.rename("spikes_per_image").reset_index(), on=by)
+    out = out.merge(spikes.rename("spikes_per_image").reset_index(), on=by)
+    out["tau_r_ms"] = out.neuron.map(SRM_TAU_R_MS)  # the SRM sweep's refractory time constant (NaN: not an SRM)
+    return out
+
+
+def _loss_bars(ax, rows: pd.DataFrame, x, method: str, label: str) -> None:
+    """Loss against the source ANN with the 95 % interval of the SNN accuracy, in points."""
+    from bioconv.plotting import errorbars, method_color
+
+    errorbars(ax, x, 100 * (rows.ann_accuracy - rows.snn_accuracy), 100 * (rows.ann_accuracy - rows.snn_ci_high),
+              100 * (rows.ann_accuracy - rows.snn_ci_low), color=method_color(method), label=label)
 
 
 def plot(table: pd.DataFrame, outdir) -> list:
-    from bioconv.plotting import (METHOD_LABELS, caption, errorbars, figure, legend_outside, method_color,
-                                  save_figure)
+    """Losses per combination and variant (one panel per max rate) and the SRM's τ_r sweep (last panel)."""
+    from bioconv.plotting import METHOD_LABELS, caption, figure, legend_outside, rate_ticks, save_figure
 
     s = summary(table)
-    rates = sorted(s.rate_hz.unique(), reverse=True)
-    fig, axes = figure(ncols=len(rates), height=2.6, width=7.0)
+    sweep_only = [label for label in SRM_TAU_R_MS if label not in {n for _, _, c in GRIDS for n, _ in c}]
+    main = s[~s.neuron.isin(sweep_only)]
+    rates = sorted(main.rate_hz.unique(), reverse=True)
+    sweep = s[s.neuron.isin(list(SRM_TAU_R_MS)) & (s.method == SWEEP_VARIANT)].sort_values("tau_r_ms")
+    fig, axes = figure(ncols=len(rates) + (len(sweep) > 0), height=2.6, width=7.0)
     for ax, rate in zip(axes[0], rates):
-        part = s[s.rate_hz == rate]
+        part = main[main.rate_hz == rate]
         combos = list(dict.fromkeys(zip(part.neuron, part.synapse)))
         present = [m for m in METHODS if m in set(part.method)]
         for k, method in enumerate(present):
             rows = part[part.method == method].set_index(["neuron", "synapse"]).reindex(combos)
-            x = np.arange(len(combos)) + (k - (len(present) - 1) / 2) * 0.18
-            loss = 100 * (rows.ann_accuracy - rows.snn_accuracy)
-            lo = 100 * (rows.ann_accuracy - rows.snn_ci_high)
-            hi = 100 * (rows.ann_accuracy - rows.snn_ci_low)
-            errorbars(ax, x, loss, lo, hi, color=method_color(method), label=METHOD_LABELS[method])
+            _loss_bars(ax, rows, np.arange(len(combos)) + (k - (len(present) - 1) / 2) * 0.18, method,
+                       METHOD_LABELS[method])
         ax.axhline(0.0, color="k", lw=0.6)
         ax.set_yscale("symlog", linthresh=1.0)  # losses of 0.1 points and of 70 points on one axis
         ax.set_ylim(-2.0, 150.0)
         ax.set_xticks(np.arange(len(combos)), [f"{n}, {syn}" for n, syn in combos], rotation=60, ha="right",
                       fontsize=6)
-        t_ms = float(part.T_ms.iloc[0])
         ax.set_ylabel("loss vs source ANN (points, symlog)")
-        ax.set_title(f"max rate {rate:g} Hz, T = {t_ms:g} ms")
-    legend_outside(axes[0][-1], loc="right")
-    caption(fig, common.network_label(table), "IF, LIF (tau_m 20 ms, ref 2 ms), SRM (tau_s = tau_r = 5 ms); "
-            "alpha tau_s 5 ms", "MCR-Norm vs MCR-TF, slopes assumed or measured, calibrated at the simulation dt",
+        ax.set_title(f"max rate {rate:g} Hz, T = {float(part.T_ms.iloc[0]):g} ms")
+    if len(sweep):
+        ax = axes[0][-1]
+        _loss_bars(ax, sweep, sweep.tau_r_ms.to_numpy(), SWEEP_VARIANT, METHOD_LABELS[SWEEP_VARIANT])
+        ax.axhline(0.0, color="k", lw=0.6)
+        ax.set_xscale("log")
+        rate_ticks(ax, sweep.tau_r_ms)  # plain tick labels at the swept values
+        ax.set_yscale("symlog", linthresh=1.0)
+        ax.set_ylim(-2.0, 150.0)
+        ax.set_xlabel("SRM refractory kernel tau_r (ms)")
+        ax.set_title(f"SRM tau_s 5 ms, {float(sweep.rate_hz.iloc[0]):g} Hz, T = {float(sweep.T_ms.iloc[0]):g} ms")
+    # the legend sits below the last panel, whose x axis has no rotated tick labels
+    handles, labels = axes[0][0].get_legend_handles_labels()  # every variant is in the 200 Hz panel
+    legend_outside(axes[0][-1], loc="below", ncol=1, fontsize=5.5, offset=-0.3, handles=handles, labels=labels)
+    caption(fig, common.network_label(table), "IF, LIF (tau_m 20 ms, ref 2 ms), SRM (tau_s 5 ms; tau_r 5 ms, "
+            "swept in the last panel); alpha tau_s 5 ms",
+            "MCR-Norm vs MCR-TF, slopes assumed or measured, calibrated at the simulation dt",
             int(s.snn_n_images.iloc[0]), int(s.snn_n_seeds.iloc[0]),
             "95 % CI of the SNN accuracy (bootstrap over images and seeds)")
     return save_figure(fig, s, outdir, "fig11_model_fidelity")

@@ -283,7 +283,11 @@ def test_model_fidelity_compares_mcr_and_mcr_tf_on_the_same_images(quick_env):
     run_study("model_fidelity", quick=True, ckpt=str(ckpt), out=out, figures=out / "fig")
     table = pd.read_parquet(out / "model_fidelity-quick.parquet")
     s = model_fidelity.summary(table)
-    assert set(s.method) == {"mcr", "mcr-tf", "mcr-slope"} and len(s) == 3  # variants: slopes assumed / measured
+    lif = s[s.neuron == "LIF-ref2"]
+    assert set(lif.method) == {"mcr", "mcr-tf", "mcr-slope"} and len(lif) == 3  # variants: slopes assumed / measured
+    srm = s[s.neuron != "LIF-ref2"]  # the SRM τ_r sweep: the pipeline's default only
+    assert list(srm.method) == ["mcr-tf-slope"] and srm.tau_r_ms.tolist() == [10.0] and lif.tau_r_ms.isna().all()
+    assert (out / "fig" / "fig11_model_fidelity.pdf").exists()
     for col in ("snn_accuracy", "snn_ci_low", "snn_ci_high", "ann_accuracy", "loss_pct", "mcnemar_p"):
         assert s[col].notna().all(), col
     assert (s.snn_ci_low <= s.snn_accuracy).all() and (s.snn_accuracy <= s.snn_ci_high).all()

@@ -49,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default delta)")
     parser.add_argument("--tau-syn", default="1ms",
                         help="alpha synapse time constant, and the SRM's PSP kernel tau_s (default 1ms)")
-    parser.add_argument("--tau-r", default="1ms", help="SRM refractory kernel time constant tau_r (default 1ms)")
+    parser.add_argument("--tau-r", default="1ms", help="SRM refractory kernel time constant tau_r (default 1ms). It does the "
+                        "integrator's job: with --tau-syn 5ms, 10ms converts best (figures/README.md, Fig. 11)")
     parser.add_argument("--schedule", default="brian2", choices=("brian2", "reset-first"),
                         help="order within a time step: brian2 (Brian2's default: a reset erases the input of the "
                              "step in which the neuron fires) or reset-first (reset, then that step's input; "
