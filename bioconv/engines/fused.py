@@ -75,7 +75,7 @@ def unsupported(graph: ir.Graph, config: SimConfig) -> Optional[str]:
 
 
 def _dynamics(graph: ir.Graph, layer, config: SimConfig, dt_s: float):
-    from bioconv.engines.torch import _layer_dynamics
+    from bioconv.engines.torch_plan import _layer_dynamics
 
     return _layer_dynamics(graph, layer, graph.neuron_for(layer.name), config, dt_s)
 
