@@ -39,7 +39,7 @@ from bioconv.units import parse_rate, parse_time
 NeuronKind = Literal["if", "lif", "srm"]
 ResetKind = Literal["zero", "subtract"]
 SynapseKind = Literal["delta", "alpha", "exponential"]
-InputCoding = Literal["bernoulli", "poisson"]
+InputCoding = Literal["bernoulli", "poisson", "current"]
 PoolHandling = Literal["fold", "spiking"]
 WeightForm = Literal["weights", "thresholds"]
 ProbeEngine = Literal["torch", "brian2"]

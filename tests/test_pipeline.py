@@ -173,6 +173,17 @@ def test_mcr_convert_hits_the_target_on_the_calibration_images(ckpt):
     assert achieved and all(abs(v / 100.0 - 1) <= 0.02 + 1e-9 for v in achieved.values()), achieved
 
 
+def test_calibration_with_current_input_hits_the_target_under_current_input(ckpt):
+    spec = ConversionSpec(method="mcr", coding="current", calib_n=20, calib_sim=5, duration=50 * ms,
+                          target_rate=100 * Hz, input_rate=200 * Hz)
+    snn = convert(spec, ckpt)
+    assert snn.meta["normalization"]["calibration"]["sim"]["coding"] == "current"
+    achieved = snn.meta["normalization"]["achieved_max_rate_hz"]
+    assert achieved and all(abs(v / 100.0 - 1) <= 0.02 + 1e-9 for v in achieved.values()), achieved
+    with pytest.raises(ValueError, match="coding must be one of"):
+        ConversionSpec(coding="analog")
+
+
 def test_cli_convert_exposes_neuron_parameters_and_simulate_reports_loss_against_the_source(ckpt, tmp_path, capsys):
     from bioconv.cli import main
     from bioconv.graphio import load_graph

@@ -67,7 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpp", choices=("runtime", "cpp"), help="brian2 probe device (default cpp)")
     parser.add_argument("--dt", default="1ms", help="time step (default 1ms)")
     parser.add_argument("--duration", default="300ms", help="calibration run per image (default 300ms)")
-    parser.add_argument("--coding", default="bernoulli", choices=("bernoulli", "poisson"), help="input coding")
+    parser.add_argument("--coding", default="bernoulli", choices=("bernoulli", "poisson", "current"),
+                        help="input coding of the calibration runs; calibrate with the coding you will simulate with "
+                             "(a LIF network calibrated with input spikes and run with current input is miscalibrated)")
     parser.add_argument("--tolerance", type=float, default=None, help="mcr: relative rate tolerance (default 0.02)")
     parser.add_argument("--rate-stat", default=None, choices=("max", "percentile"),
                         help="mcr: raw max or percentile of rates (default max)")
