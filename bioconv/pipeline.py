@@ -135,7 +135,7 @@ METHODS: dict[str, NormMethod] = {
                        "slopes": "layer", "eta": None}),
     "mcr-tf": NormMethod(_mcr_tf, 200.0, 400.0, True, "MCR-TF: MCR-Norm's max-rate scan plus an offset current per "
                          "layer fitted against the measured transfer function, at the simulation dt",
-                         {"tolerance": 0.02, "offset": "layer", "offset_sign": "positive", "iterations": 4, "bins": 20,
+                         {"tolerance": 0.02, "offset": "layer", "offset_sign": "positive", "iterations": 10, "bins": 20,
                           "rho_from_slope": True}),
     "max": NormMethod(_max, None, None, False, "max-norm (Diehl et al. 2015): lambda = max activation"),
     "robust": NormMethod(_robust, None, None, False, "robust norm (Rueckauer et al. 2017): lambda = a percentile "

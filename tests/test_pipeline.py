@@ -82,6 +82,11 @@ def test_method_table_errors_and_defaults():
     assert rates(ConversionSpec(method="mcr")) == (200 * Hz, 400 * Hz)
     assert rates(ConversionSpec(method="max", dt=2 * ms)) == (500 * Hz, 500 * Hz)
     assert set(METHODS) >= {"mcr", "max", "robust", "spike"}
+    from bioconv.normalize.transfer import TransferOptions
+
+    tf = method_options(ConversionSpec(method="mcr-tf"))  # the pipeline's defaults are MCR-TF's own
+    assert {k: tf[k] for k in ("offset", "offset_sign", "iterations", "bins", "tolerance")} == {
+        k: getattr(TransferOptions(), k) for k in ("offset", "offset_sign", "iterations", "bins", "tolerance")}
 
 
 def test_measured_slopes_are_the_default_and_the_cli_can_turn_them_off():

@@ -77,13 +77,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mcr: percentile for --rate-stat percentile (default 99.9)")
     parser.add_argument("--tf-offset", default=None, choices=("none", "layer", "channel"),
                         help="mcr-tf: offset current fitted per layer (default), per channel, or none; per channel "
-                             "helps IF and LIF at 200 Hz and above (the LIF with alpha synapses most) but hurts the SRM and low "
-                             "rates, where channels fire too few calibration spikes (figures/README.md, Fig. 11)")
+                             "helps IF and LIF at 200 Hz and above (the LIF with alpha synapses most) but hurts the SRM "
+                             "(figures/README.md, Fig. 11)")
     parser.add_argument("--tf-offset-sign", default=None, choices=("any", "positive"),
                         help="mcr-tf: 'positive' keeps the fitted offsets >= 0, never lowering the drive (default); "
                              "'any' lets them go negative")
     parser.add_argument("--tf-iterations", type=int, default=None,
-                        help="mcr-tf: fit/scan rounds per layer (default 4)")
+                        help="mcr-tf: most fit/scan rounds per layer; they stop once the fitted intercept is within 1 %% "
+                             "of the target (default 10; the LIF near its rheobase at 50 Hz needs 6-7)")
     parser.add_argument("--rho-from-slope", action=argparse.BooleanOptionalAction, default=None,
                         help="mcr, mcr-tf: divide each layer's input weights by its sources' measured rate slopes (default); "
                              "--no-rho-from-slope assumes the target rates, as the MCR-Norm paper does")

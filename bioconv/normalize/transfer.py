@@ -81,11 +81,15 @@ class TransferOptions:
     offset : "none", "layer" or "channel"
         What is fitted besides the gain: nothing (MCR-Norm at the simulation dt), one offset
         current per layer, or one per output channel (conv layers; dense layers per layer).
-        Per channel helps IF and LIF neurons at 200 Hz and above (most the refractory LIF with
-        alpha synapses) and hurts where a channel fires few calibration spikes (50 Hz) or the
-        response is not a shifted line (SRM); see ``figures/README.md``, Fig. 11.
+        On cnn7 (``figures/README.md``, Fig. 11) per channel helped the LIF with alpha synapses at
+        200 Hz and the SRM and hurt the IF with reset to zero and the LIF with delta synapses.
     iterations : int
-        Fit/scan rounds per layer (each costs one scan of the gain).
+        Most fit/scan rounds per layer (each costs one scan of the gain); the rounds stop
+        earlier once the intercept is within ``intercept_tolerance``. The offset step is a
+        linearization that under-corrects where raising the offset also lowers the scanned
+        gain: the LIF near its rheobase at 50 Hz needed 6–7 rounds on cnn7 (with 4, its
+        intercepts stayed at −1.5 to −2.4 Hz and the conversion lost 0.7 points more;
+        ``figures/README.md``, Fig. 11), while IF layers stop after 1–3.
     bins : int
         Equal-width bins of the ideal rate over which the rates are averaged for the fit.
     tolerance : float
@@ -107,7 +111,7 @@ class TransferOptions:
     """
 
     offset: OffsetMode = "layer"
-    iterations: int = 4
+    iterations: int = 10
     bins: int = 20
     tolerance: float = 0.02
     intercept_tolerance: float = 0.01
