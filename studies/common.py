@@ -323,7 +323,7 @@ def sim_config(cfg: dict, duration_ms: Optional[float] = None):
     dt = cfg.get("sim_dt_ms") or cfg.get("dt_ms", 1.0)
     return SimConfig(duration=(duration_ms or cfg["duration_ms"]) * ms, dt=dt * ms,
                      coding=cfg.get("coding", "bernoulli"), seed=cfg["seed"],
-                     bin=cfg.get("bin_ms", dt) * ms)
+                     bin=cfg.get("bin_ms", dt) * ms, readout=cfg.get("readout", "count"))
 
 
 def brian2_workers(cfg: dict) -> int:

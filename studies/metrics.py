@@ -54,11 +54,12 @@ def fan_out(graph) -> dict[str, np.ndarray]:
 
 
 def predictions_vs_time(result) -> np.ndarray:
-    """(n_images, n_bins) predictions; count readout with ties and silence as ``-1`` (wrong)."""
+    """(n_images, n_bins) predictions; count readout with ties and silence as ``-1`` (wrong); the voltage
+    and integrating readouts take the highest output potential."""
     from bioconv.stats import count_predictions
 
-    if result.config.readout == "voltage":
-        return result.predictions("voltage")
+    if result.config.readout in ("voltage", "integrate"):
+        return result.predictions(result.config.readout)
     return count_predictions(result.output_counts)
 
 
@@ -146,7 +147,8 @@ def summarize(result, graph, x: np.ndarray, ann_correct: Optional[np.ndarray] = 
     table["snn_accuracy"] = float(acc[-1])
     table["snn_ci_low"], table["snn_ci_high"] = lo, hi
     table["accuracy_at_ms"] = float(t_ms[-1])
-    table["tie_fraction"] = float(tie_fraction(result.output_counts[:, -1, :]))
+    # ties of spike counts; potentials (voltage and integrating readouts) do not tie
+    table["tie_fraction"] = float(tie_fraction(result.output_counts[:, -1, :])) if result.config.readout == "count" else 0.0
     best = int(np.argmax(acc))
     table["best_accuracy_over_time"] = float(acc[best])
     table["best_accuracy_t_ms"] = float(t_ms[best])

@@ -7,7 +7,9 @@ against the measured transfer function), each with the MCR-Norm paper's assumed 
 with measured slopes (``rho_from_slope``, the pipeline's default; variants ``mcr-slope`` and
 ``mcr-tf-slope``; the latter also with the offsets kept >= 0, MCR-TF's default since), MCR-TF
 with one offset per output channel (``mcr-tf-channel``), and the last two also with MCR-TF's
-earlier default of at most 4 fit rounds per layer instead of 10 (``-4``), all calibrated
+earlier default of at most 4 fit rounds per layer instead of 10 (``-4``), plus the default
+run with a non-spiking integrating output layer where the spiking one misses its target
+(``mcr-tf-slope-integrate``, :data:`INTEGRATE`), all calibrated
 at the simulation time step on 50 training images of 300 ms, and simulated on the first 1000
 MNIST test images with three input-spike seeds. Reported per combination and method: the
 source ANN's and the SNN's accuracy at the fixed T with 95 % intervals (bootstrap over images
@@ -61,6 +63,11 @@ TAU_SYN_MS = 5.0
 #: SRM refractory-kernel sweep (τ_s = 5 ms, 200 Hz, T = 300 ms): neuron label → τ_r in ms
 SRM_TAU_R_MS: dict[str, float] = {"SRM-5-r2": 2.0, "SRM-5": 5.0, "SRM-5-r10": 10.0, "SRM-5-r20": 20.0,
                                   "SRM-5-r50": 50.0}
+#: combinations above target with the spiking output, run again with a non-spiking integrating output
+#: layer (``readout="integrate"``, variant ``mcr-tf-slope-integrate``; in the tables, not drawn):
+#: (max rate Hz, T ms, neuron label, synapse)
+INTEGRATE: tuple[tuple[float, float, str, str], ...] = ((200.0, 300.0, "LIF-ref2", "alpha"), (200.0, 300.0, "SRM-5-r10", "delta"),
+                                                         (50.0, 1000.0, "LIF-ref2", "alpha"))
 #: the variant the sweep draws (the pipeline's defaults); it also runs the 4-round one
 SWEEP_VARIANT = "mcr-tf-slope"
 SWEEP_VARIANTS = ("mcr-tf-slope", "mcr-tf-slope-4")
@@ -99,6 +106,10 @@ def grid(quick: bool = False) -> list[dict]:
                if not (quick and variant in FULL_ONLY)]
     configs += [_config(200.0, 100.0 if quick else 300.0, label, "delta", variant, quick) for label in sweep
                 for variant in (SWEEP_VARIANTS[:1] if quick else SWEEP_VARIANTS)]
+    if not quick:
+        for rate, t_ms, neuron, synapse in INTEGRATE:  # the conversion is the default's (cached), the readout differs
+            cfg = _config(rate, t_ms, neuron, synapse, "mcr-tf-slope", quick)
+            configs.append({**cfg, "readout": "integrate", "variant": "mcr-tf-slope-integrate"})
     return common.with_seeds(configs, quick)
 
 

@@ -112,6 +112,22 @@ def _not_a_table(cfg: dict):
     return [1, 2, 3]
 
 
+def test_potential_readouts_predict_from_the_output_potential_not_from_counts():
+    from brian2 import ms
+
+    from bioconv.simulation import SimConfig, SimResult
+    from studies.metrics import predictions_vs_time
+
+    counts = np.zeros((2, 1, 3), dtype=np.int64)  # an integrating output layer never spikes
+    v = np.array([[[0.1, 0.7, 0.2]], [[0.9, 0.0, 0.3]]])
+    for readout in ("integrate", "voltage"):
+        result = SimResult("torch", SimConfig(duration=10 * ms, readout=readout), {"out": np.zeros((2, 3))},
+                           counts, np.array([1, 0]), output_v=v)
+        np.testing.assert_array_equal(predictions_vs_time(result)[:, -1], [1, 0])
+    result = SimResult("torch", SimConfig(duration=10 * ms), {"out": np.zeros((2, 3))}, counts, np.array([1, 0]))
+    np.testing.assert_array_equal(predictions_vs_time(result)[:, -1], [-1, -1])  # count readout: silent = wrong
+
+
 def test_latency_definition():
     """Time to a stable decision per image; no latency for a network that does not classify."""
     from studies.metrics import decision_times_ms, first_spike_ms, latency_ms
