@@ -18,7 +18,9 @@ concatenations, a ``torch.fx.GraphModule``) is traced with ``torch.fx`` by
 - ``Dropout`` / ``Dropout2d`` (identity at inference) and ``Identity`` are dropped.
 - ``ReLU`` is implied: every hidden conv/linear layer must be followed by one
   (the spiking neuron *is* the ReLU); the last layer must not have one. ``ReLU6`` and
-  ``Hardtanh(0, c)`` count as a ReLU and set the layer's ``clip`` (6 or c). A final
+  ``Hardtanh(0, c)`` count as a ReLU and set the layer's ``clip`` (6 or c);
+  :class:`bioconv.ann.activations.SoftLIF` sets its ``rate_curve`` (convert with method
+  ``lif-rate``). A final
   ``Softmax`` / ``LogSoftmax`` is dropped with a logged notice (it does not change the argmax).
   ``AdaptiveAvgPool2d`` whose output size divides its input is an ``AvgPool2d``.
 - Any other nonlinearity (Sigmoid, Tanh, GELU, LeakyReLU, ...) or module raises

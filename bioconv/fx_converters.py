@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bioconv.ann.activations import SoftLIF
 from bioconv import ir
 from bioconv.fx_values import Act, Importer, Pre, Size, Term, _np
 
@@ -86,6 +87,11 @@ def _clamp(st: Importer, m: Any, x: Any, min: Any = None, max: Any = None, **kwa
         raise st.error(f"clamp(min={min}, max={max})", "only clamp(min=0) (a ReLU) or clamp(0, c) (a clipped ReLU) "
                        "converts")
     return st.rectify(x, st.node.name, clip=None if max is None else float(max))
+
+
+def _softlif(st: Importer, m: Any, x: Any, *args: Any, **kwargs: Any) -> Act:
+    """SoftLIF (Hunsberger & Eliasmith 2015): the population's activation is the LIF rate curve."""
+    return st.rectify(x, st.node.name, rate_curve=m.curve)
 
 
 def _relu6(st: Importer, m: Any, x: Any, *args: Any, **kwargs: Any) -> Act:
@@ -308,6 +314,7 @@ MODULES: dict[type, Callable] = {
     nn.ReLU: _relu,
     nn.ReLU6: _relu6,
     nn.Hardtanh: _hardtanh,
+    SoftLIF: _softlif,
     nn.MaxPool2d: _maxpool,
     nn.AvgPool2d: _avgpool,
     nn.AdaptiveAvgPool2d: _adaptive_avg,

@@ -84,10 +84,19 @@ def _name_of(f: Any) -> str:
     return getattr(f, "__name__", repr(f))
 
 
+class _Tracer(fx.Tracer):
+    """torch.fx's tracer that also keeps bioconv's own activation modules (SoftLIF) as leaves."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return type(m) in MODULES or super().is_leaf_module(m, qualname)
+
+
 def trace(model: nn.Module) -> fx.GraphModule:
     """``torch.fx.symbolic_trace`` with a clear error for models it cannot trace."""
     try:
-        return model if isinstance(model, fx.GraphModule) else fx.symbolic_trace(model)
+        if isinstance(model, fx.GraphModule):
+            return model
+        return fx.GraphModule(model, _Tracer().trace(model), type(model).__name__)
     except Exception as exc:  # torch.fx raises TraceError, TypeError, NotImplementedError, ...
         raise ValueError(
             f"torch.fx cannot trace {type(model).__name__} ({type(exc).__name__}: {exc}); remove data-dependent "

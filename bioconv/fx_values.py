@@ -114,8 +114,11 @@ class Importer:
         return Term(ir.Dense, dict(weight=np.diag(scale).astype(np.float64), bias=shift.astype(np.float64)),
                     a.name, label)
 
-    def rectify(self, value: Any, label: str, clip: float | None = None) -> Act:
-        """ReLU (and clip): a ``Pre`` becomes a spiking population; an ``Act`` stays."""
+    def rectify(self, value: Any, label: str, clip: float | None = None, rate_curve: Any = None) -> Act:
+        """ReLU (and clip), or a SoftLIF's rate curve: a ``Pre`` becomes a spiking population; an ``Act`` stays."""
+        if isinstance(value, Act) and rate_curve is not None:
+            raise self.error("a SoftLIF on an activation that is already rectified",
+                             "apply SoftLIF directly to the conv/linear output")
         if isinstance(value, Act):
             if value.name == self.input.name:
                 self.input_relu = True
@@ -125,17 +128,18 @@ class Importer:
             return Act(value.name, value.shape)
         if not isinstance(value, Pre):
             raise self.error(f"ReLU of {type(value).__name__}", "apply it to a tensor")
-        return self.population(value, label, clip)
+        return self.population(value, label, clip, rate_curve)
 
-    def population(self, pre: Pre, label: str, clip: float | None = None) -> Act:
+    def population(self, pre: Pre, label: str, clip: float | None = None, rate_curve: Any = None) -> Act:
         if len(pre.terms) == 1:
             t = pre.terms[0]
-            layer = self.emit(t.cls(name=self.unique(t.label), **t.kwargs, inputs=(t.source,), clip=clip))
+            layer = self.emit(t.cls(name=self.unique(t.label), **t.kwargs, inputs=(t.source,), clip=clip,
+                                    rate_curve=rate_curve))
             return Act(layer.name, tuple(layer.output_shape))
         name = self.unique(label)
         branches = [self.emit(t.cls(name=self.unique(f"{name}_{t.label}"), **t.kwargs, inputs=(t.source,),
                                     spiking=False)) for t in pre.terms]
-        layer = self.emit(ir.Add(name, pre.shape, tuple(b.name for b in branches), clip=clip))
+        layer = self.emit(ir.Add(name, pre.shape, tuple(b.name for b in branches), clip=clip, rate_curve=rate_curve))
         return Act(layer.name, layer.shape)
 
     def flatten(self, a: Act) -> Act:

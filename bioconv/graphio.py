@@ -44,6 +44,8 @@ def _encode_layer(layer: ir.Layer, arrays: dict[str, np.ndarray]) -> dict[str, A
             spec[f.name] = {"array": key}
         elif isinstance(value, tuple):
             spec[f.name] = [list(v) if isinstance(v, tuple) else v for v in value]
+        elif isinstance(value, ir.LIFRate):
+            spec[f.name] = value.to_dict()  # decoded by the layer's own check
         else:
             spec[f.name] = value
     return spec

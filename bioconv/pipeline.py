@@ -121,6 +121,13 @@ def _mcr_tf(n: NormInputs) -> ir.Graph:
                          input_rate=n.input_rate, options=opts, progress=n.progress, **n.common())
 
 
+def _lif_rate(n: NormInputs) -> ir.Graph:
+    from bioconv.normalize.lif_rate import lif_rate_norm
+
+    return lif_rate_norm(n.graph, n.stats, target_rate=n.target_rate, input_rate=n.input_rate,
+                         percentile=float(n.options["percentile"]), **n.common())
+
+
 def _spike(n: NormInputs) -> ir.Graph:
     from bioconv.normalize import spike_norm
 
@@ -142,6 +149,10 @@ METHODS: dict[str, NormMethod] = {
                          "of the activations", {"percentile": 99.9}),
     "spike": NormMethod(_spike, None, None, True, "Spike-Norm (Sengupta et al. 2019) with biases: thresholds from "
                         "the largest per-step input"),
+    "lif-rate": NormMethod(_lif_rate, 200.0, 200.0, False, "LIF rate curve (Hunsberger & Eliasmith 2015): a network "
+                           "trained with SoftLIF activations maps onto the same LIF without fitting; the target rate "
+                           "is the output layer's at the percentile of the calibration logits",
+                           {"percentile": 99.9}),
 }
 
 
@@ -232,13 +243,17 @@ def conversion(spec: ConversionSpec, ckpt: str | os.PathLike, data_dir: Optional
     m = method(spec.method)
     options = method_options(spec)
     target, inp = rates(spec)
-    if not m.uses_probe and spec.neuron in ("lif", "srm"):
+    if not m.uses_probe and spec.neuron in ("lif", "srm") and spec.method != "lif-rate":
         log.warning("method %r sets each layer's scale from ANN activations alone, assuming a rate proportional "
                     "to the drive; the %s neuron's rate is not (rheobase, leak), so deep layers may fall silent "
                     "(cnn7: 100 %% SNN error for the SRM under max and robust norm). Use method 'mcr-tf', which "
                     "measures the %s's response.", spec.method, spec.neuron.upper(), spec.neuron.upper())
     ann, meta = source_ann(ckpt, spec.pools, model=model, dataset=dataset, data_dir=data_dir)
     ann = ann.with_models(schedule=spec.schedule)  # the calibration runs use the spec's schedule
+    curved = [l.name for l in ann.layers if getattr(l, "rate_curve", None) is not None]
+    if curved and spec.method != "lif-rate":
+        raise ValueError(f"{ckpt} was trained with the LIF rate curve (SoftLIF, layers {curved}); method "
+                         f"{spec.method!r} assumes ReLU activations. Convert it with method 'lif-rate'")
     calib = subset(load_dataset(meta["dataset"], "train", data_dir), spec.calib_n, seed=spec.calib_seed)
     percentiles = sorted({99.0, 99.9, 99.99, float(options.get("percentile", 99.9))})
     stats = activation_stats(ann, calib.images, percentiles=percentiles)

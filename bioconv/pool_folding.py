@@ -60,6 +60,7 @@ def _fold_into_conv(pool: ir.AvgPool2d, conv: ir.Conv2d) -> ir.Conv2d:
         conv.name, pool.input_shape, weight, np.asarray(conv.bias, np.float64),
         stride=(sh * conv.stride[0], sw * conv.stride[1]), padding=(sh * conv.padding[0], sw * conv.padding[1]),
         threshold=conv.threshold, groups=conv.groups, inputs=pool.inputs, spiking=conv.spiking, clip=conv.clip,
+        rate_curve=conv.rate_curve,
     )
     _, hy, wy = pool.output_shape
     _, hx, wx = pool.input_shape
@@ -82,7 +83,8 @@ def _fold_into_dense(pool: ir.AvgPool2d, dense: ir.Dense) -> ir.Dense:
     p_matrix = layer_forward(pool, eye).reshape(n_in, -1)  # (n_in, n_pool): row i = P applied to e_i
     weight = np.asarray(dense.weight, np.float64) @ p_matrix.T
     return ir.Dense(dense.name, weight, np.asarray(dense.bias, np.float64), threshold=dense.threshold,
-                    inputs=dense.inputs, spiking=dense.spiking, clip=dense.clip)
+                    inputs=dense.inputs, spiking=dense.spiking, clip=dense.clip,
+                    rate_curve=dense.rate_curve)
 
 
 def fold_avg_pools(graph: ir.Graph) -> ir.Graph:

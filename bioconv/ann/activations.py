@@ -1,4 +1,4 @@
-r"""Training for the spiking neuron: a clipped ReLU sized to the spike budget.
+r"""Training for the spiking neuron: a clipped ReLU sized to the spike budget, or the LIF's own rate curve.
 
 A rate-coded neuron that fires at most :math:`r_\max` for a time :math:`T` emits at most
 :math:`L = r_\max T` spikes (50 Hz for 100 ms: 5), so it can express only about :math:`L + 1`
@@ -21,6 +21,11 @@ clipped ReLU :math:`y`: the spiking network quantizes by itself, in time.
 training, so a checkpoint holds only standard modules. Conversion then takes :math:`c` as the
 layer's :math:`\lambda` (``Hardtanh(0, c)``, the Rate Norm Layer of Ding et al. 2021), so the
 ceiling maps to the target max rate exactly.
+
+:class:`SoftLIF` (Hunsberger & Eliasmith 2015) trains with the rate curve of the LIF neuron
+itself, :math:`a = A\,r_\gamma(z)` (maths in :class:`bioconv.ir.LIFRate`); the converted network
+then needs no normalization at all: method ``lif-rate`` maps weights and biases so that each
+LIF neuron's drive equals its ANN pre-activation (:mod:`bioconv.normalize.lif_rate`).
 """
 
 from __future__ import annotations
@@ -30,8 +35,45 @@ from typing import Literal, Optional
 import torch
 import torch.nn as nn
 
-ActivationKind = Literal["relu", "clip"]
-ACTIVATIONS: tuple[str, ...] = ("relu", "clip")
+ActivationKind = Literal["relu", "clip", "softlif"]
+ACTIVATIONS: tuple[str, ...] = ("relu", "clip", "softlif")
+
+#: SoftLIF defaults: τ_RC 20 ms, τ_ref 2 ms (the LIF of the conversion studies), activation 1 = 50 Hz
+SOFTLIF_DEFAULTS = {"tau_rc": 0.02, "tau_ref": 0.002, "amplitude": 0.02, "smoothing": 0.05}
+
+
+class SoftLIF(nn.Module):
+    """The LIF neuron's rate curve as an activation, smoothed for training (Hunsberger & Eliasmith 2015).
+
+    :math:`a = A\,r_\gamma(z)` with :math:`r_\gamma(z) = 1/(\tau_\mathrm{ref} + \tau_\mathrm{RC}
+    \ln(1 + 1/\rho_\gamma(z - 1)))` and :math:`\rho_\gamma(x) = \gamma\ln(1 + e^{x/\gamma})`;
+    see :class:`bioconv.ir.LIFRate`, which holds the same four numbers (SI units: seconds) and
+    whose :meth:`~bioconv.ir.LIFRate.activation` is the numpy twin of :meth:`forward`.
+    """
+
+    def __init__(self, tau_rc: float = 0.02, tau_ref: float = 0.002, amplitude: float = 0.02,
+                 smoothing: float = 0.05):
+        super().__init__()
+        from bioconv.ir import LIFRate
+
+        self.curve = LIFRate(tau_rc, tau_ref, amplitude, smoothing)  # validates the numbers
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        c = self.curve
+        x = z - 1.0
+        if c.smoothing > 0:  # γ log(1 + e^{x/γ}), written as LIFRate.rate_hz writes it
+            j = c.smoothing * torch.logaddexp(torch.zeros_like(x), x / c.smoothing)
+        else:
+            j = torch.relu(x)
+        active = j > 1e-20  # below: rate 0 (and a finite gradient: the other branch sees j = 1)
+        safe = torch.where(active, j, torch.ones_like(j))
+        rate = 1.0 / (c.tau_ref + c.tau_rc * (torch.log1p(safe) - torch.log(safe)))  # ln(1 + 1/j), no 1/j² in the gradient
+        return c.amplitude * torch.where(active, rate, torch.zeros_like(rate))
+
+    def extra_repr(self) -> str:
+        c = self.curve
+        return (f"tau_rc={c.tau_rc * 1e3:g} ms, tau_ref={c.tau_ref * 1e3:g} ms, amplitude={c.amplitude:g} s, "
+                f"smoothing={c.smoothing:g}")
 
 
 class BudgetReLU(nn.Module):
@@ -68,9 +110,19 @@ class BudgetReLU(nn.Module):
 
 
 def make_activation(kind: ActivationKind = "relu", levels: Optional[int] = None,
-                    clip: Optional[float] = None) -> nn.Module:
-    """The activation module of a hidden layer: ``nn.ReLU``, a :class:`BudgetReLU` to train, or the
-    frozen ``nn.Hardtanh(0, clip)`` of a trained one."""
+                    clip: Optional[float] = None, softlif: Optional[dict] = None) -> nn.Module:
+    """The activation module of a hidden layer: ``nn.ReLU``, a :class:`BudgetReLU` to train, the
+    frozen ``nn.Hardtanh(0, clip)`` of a trained one, or a :class:`SoftLIF` (``softlif``: its
+    parameters, defaults :data:`SOFTLIF_DEFAULTS`)."""
+    if kind == "softlif":
+        if levels is not None or clip is not None:
+            raise ValueError("activation 'softlif' takes no levels or clip")
+        unknown = sorted(set(softlif or {}) - set(SOFTLIF_DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown SoftLIF parameter(s) {unknown}; known: {', '.join(SOFTLIF_DEFAULTS)}")
+        return SoftLIF(**{**SOFTLIF_DEFAULTS, **(softlif or {})})
+    if softlif is not None:
+        raise ValueError(f"SoftLIF parameters given for activation {kind!r}; use activation 'softlif'")
     if clip is not None:
         if not clip > 0:
             raise ValueError(f"a frozen clip must be > 0, got {clip}")

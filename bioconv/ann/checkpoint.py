@@ -101,8 +101,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> tuple
         raise ValueError(f"{path}: weights {bad} contain NaN or Inf (training diverged?); retrain, e.g. with a "
                          "lower --lr")
     try:
-        clips = (meta.get("activation") or {}).get("clips")  # a network trained for the spike budget
-        model = build_model(meta["spec"], tuple(meta["input_shape"]), int(meta["n_classes"]), clips=clips)
+        act = meta.get("activation") or {}
+        clips = act.get("clips")  # a network trained for the spike budget
+        softlif = {"activation": "softlif", "softlif": act["softlif"]} if act.get("softlif") else {}
+        model = build_model(meta["spec"], tuple(meta["input_shape"]), int(meta["n_classes"]), clips=clips, **softlif)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: checkpoint metadata does not describe a model ({exc}); retrain with "
                          "`bioconv train`") from exc

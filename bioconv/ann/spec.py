@@ -138,12 +138,13 @@ def resolve_input(tokens: tuple[Token, ...], input_shape=None) -> tuple[tuple[To
 
 
 def build_sequential(tokens: tuple[Token, ...], input_shape, n_classes: int | None = None,
-                     activation: str = "relu", levels: int | None = None, clips=None):
+                     activation: str = "relu", levels: int | None = None, clips=None, softlif=None):
     """A named ``torch.nn.Sequential`` for ``tokens``; checks shapes and the output size.
 
     ``activation``/``levels``: the hidden layers' activation (:func:`bioconv.ann.activations.make_activation`:
     ``"relu"``, or ``"clip"`` with a spike budget of ``levels``); ``clips``: the ceilings of a trained
-    ``"clip"`` network, one per hidden layer, which become ``nn.Hardtanh(0, c)``.
+    ``"clip"`` network, one per hidden layer, which become ``nn.Hardtanh(0, c)``; ``softlif``: the
+    parameters of ``"softlif"`` activations (:class:`bioconv.ann.activations.SoftLIF`, named ``lif<k>``).
     """
     import torch.nn as nn
 
@@ -155,7 +156,9 @@ def build_sequential(tokens: tuple[Token, ...], input_shape, n_classes: int | No
     ceilings = iter(clips) if clips is not None else None
 
     def act():
-        return make_activation(activation, levels, None if ceilings is None else float(next(ceilings)))
+        return make_activation(activation, levels, None if ceilings is None else float(next(ceilings)), softlif)
+
+    act_name = "lif" if activation == "softlif" else "relu"
 
     body, (c, h, w) = resolve_input(tokens, input_shape)
     last = max(i for i, t in enumerate(body) if isinstance(t, (ConvTok, DenseTok)))
@@ -171,7 +174,7 @@ def build_sequential(tokens: tuple[Token, ...], input_shape, n_classes: int | No
             if tok.bn:
                 modules[f"bn{k}"] = nn.BatchNorm2d(c)
             if i != last:
-                modules[f"relu{k}"] = act()
+                modules[f"{act_name}{k}"] = act()
         elif isinstance(tok, PoolTok):
             count["pool"] += 1
             if tok.kernel > min(h, w):
@@ -193,7 +196,7 @@ def build_sequential(tokens: tuple[Token, ...], input_shape, n_classes: int | No
             if tok.bn:
                 modules[f"fcbn{k}"] = nn.BatchNorm1d(tok.units)
             if i != last:
-                modules[f"fcrelu{k}"] = act()
+                modules[f"fc{act_name}{k}"] = act()
         if min(h, w) <= 0:
             raise ValueError(f"the feature map shrinks to {h}x{w}; the input is too small for this spec")
     n_out = flat if flat is not None else c * h * w

@@ -55,11 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="order within a time step: brian2 (Brian2's default: a reset erases the input of the "
                              "step in which the neuron fires) or reset-first (reset, then that step's input; "
                              "converges as dt -> 0) (default brian2)")
-    parser.add_argument("--target-rate", help="max firing rate of every layer (default 200Hz for mcr, else "
-                        "min(1000Hz, 1/dt))")
+    parser.add_argument("--target-rate", help="max firing rate of every layer (default 200Hz for mcr and mcr-tf, "
+                        "else min(1000Hz, 1/dt)); lif-rate: the output layer's rate (default 200Hz), the hidden "
+                        "rates are the trained network's own")
     parser.add_argument("--input-rate", help="input rate for the largest pixel (default 400Hz for mcr, else "
                         "min(1000Hz, 1/dt))")
-    parser.add_argument("--percentile", type=float, default=None, help="robust: activation percentile (default 99.9)")
+    parser.add_argument("--percentile", type=float, default=None, help="robust: activation percentile; lif-rate: percentile of the calibration "
+                        "logits that the output layer maps to --target-rate (default 99.9)")
     parser.add_argument("--calib", type=int, default=500, help="calibration images from the training split (default 500)")
     parser.add_argument("--calib-sim", type=int, default=50,
                         help="of those, the first N are simulated in the mcr/spike scans (default 50)")

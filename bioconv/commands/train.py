@@ -40,10 +40,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-train", type=int, metavar="N", help="train on a seeded random subset of N training images")
     parser.add_argument("--init", default="he", choices=["he", "torch"],
                         help="weight init: he = He normal N(0, 2/fan_in) with zero bias (default), torch = torch's default")
-    parser.add_argument("--activation", default="relu", choices=("relu", "clip"),
-                        help="hidden activation: relu (default), or clip: a ReLU with a trained ceiling, quantized "
+    parser.add_argument("--activation", default="relu", choices=("relu", "clip", "softlif"),
+                        help="hidden activation: relu (default); clip: a ReLU with a trained ceiling, quantized "
                              "to --levels steps while training (training for the spike budget; saved as "
-                             "Hardtanh(0, c), whose ceiling conversion maps to the max rate)")
+                             "Hardtanh(0, c), whose ceiling conversion maps to the max rate); softlif: the LIF "
+                             "neuron's own rate curve, smoothed (Hunsberger & Eliasmith 2015; convert with "
+                             "--method lif-rate --neuron lif and the same --tau-m and --refractory)")
+    parser.add_argument("--tau-m", default="20ms", help="with --activation softlif: the LIF membrane time constant "
+                        "tau_RC, with unit (default 20ms)")
+    parser.add_argument("--refractory", default="2ms", help="with --activation softlif: the LIF refractory period, "
+                        "with unit (default 2ms)")
+    parser.add_argument("--rate-scale", default="50Hz", help="with --activation softlif: the rate that an activation "
+                        "of 1 stands for (amplitude A = 1/rate), with unit (default 50Hz; sets the typical rates)")
+    parser.add_argument("--smoothing", type=float, default=0.05, help="with --activation softlif: the softplus "
+                        "smoothing gamma of the rate curve at the rheobase, in units of the threshold (default 0.05)")
     parser.add_argument("--levels", type=int, default=None,
                         help="with --activation clip: the spike budget, max rate x T (50 Hz for 100 ms: 5); "
                              "omit for an unquantized clipped ReLU")
@@ -68,6 +78,20 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-train must be >= 1, got {args.max_train}")
     if args.levels is not None and (args.activation != "clip" or args.levels < 1):
         raise ValueError(f"--levels {args.levels} needs --activation clip and a budget >= 1 spike")
+    softlif = None
+    if args.activation == "softlif":
+        from brian2 import second
+
+        from bioconv.units import parse_rate, parse_time
+
+        if not args.smoothing >= 0:
+            raise ValueError(f"--smoothing must be >= 0 (units of the threshold), got {args.smoothing}")
+        softlif = {"tau_rc": float(parse_time(args.tau_m) / second),
+                   "tau_ref": float(parse_time(args.refractory, allow_zero=True) / second),
+                   "amplitude": float(1.0 / (parse_rate(args.rate_scale) * second)),
+                   "smoothing": float(args.smoothing)}
+    elif (args.tau_m, args.refractory, args.rate_scale, args.smoothing) != ("20ms", "2ms", "50Hz", 0.05):
+        raise ValueError("--tau-m, --refractory, --rate-scale and --smoothing belong to --activation softlif")
     if args.threads:
         torch.set_num_threads(args.threads)
     _, meta = train_and_save(
@@ -75,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         max_train=args.max_train, batch_size=args.batch_size, progress=not args.no_progress, lr=args.lr,
         weight_decay=args.weight_decay, early_stopping=args.early_stopping, augment=args.augment, device=args.device,
         init=args.init, shift=args.shift, lr_decay=args.lr_decay, activation=args.activation, levels=args.levels,
+        softlif=softlif,
     )
     for row in meta["history"]:
         extra = f"  val acc {row['val_accuracy']:.4f}" if "val_accuracy" in row else ""

@@ -20,6 +20,7 @@ weighted layer without neurons (``spiking=False``) that feeds exactly one Add.
 """
 
 from bioconv.ir.graph import Graph
+from bioconv.ir.rate_curve import LIFRate
 from bioconv.ir.nodes import (
     PADDING_MODES,
     SPIKING_LAYERS,
@@ -39,5 +40,5 @@ from bioconv.ir.nodes import (
     is_spiking,
 )
 
-__all__ = ["Graph", "Input", "Conv2d", "Dense", "AvgPool2d", "MaxPool2d", "Flatten", "Concat", "Add", "Layer",
+__all__ = ["Graph", "LIFRate", "Input", "Conv2d", "Dense", "AvgPool2d", "MaxPool2d", "Flatten", "Concat", "Add", "Layer",
            "Shape", "SPIKING_LAYERS", "VIEWS", "PADDING_MODES", "is_spiking", "is_branch"]

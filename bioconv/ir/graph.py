@@ -159,7 +159,7 @@ class Graph:
         """The ANN forward pass in numpy (float64): activations of every layer.
 
         ``x`` has shape (N, *input.shape). Hidden spiking layers apply ReLU (and their
-        ``clip``); the last layer is linear unless ``relu_last``. Pools and thresholds are
+        ``clip``), or their ``rate_curve``; the last layer is linear unless ``relu_last``. Pools and thresholds are
         as in the spiking network (threshold divides the pre-activation: a layer with
         threshold θ encodes ``z / θ``). Branch layers give their pre-activation, views
         their reshaped input. Returns a dict from layer name to activations.
@@ -181,7 +181,9 @@ class Graph:
                 if th.ndim == 1 and a.ndim == 4:
                     th = th[:, None, None]
                 a = a / th
-                if layer.name != last or relu_last:
+                if getattr(layer, "rate_curve", None) is not None and layer.name != last:
+                    a = layer.rate_curve.activation(a)  # SoftLIF: A r(z/θ) (bioconv.ir.rate_curve)
+                elif layer.name != last or relu_last:
                     a = np.maximum(a, 0.0)
                     if getattr(layer, "clip", None) is not None:
                         a = np.minimum(a, layer.clip / th)

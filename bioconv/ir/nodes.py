@@ -8,6 +8,8 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from bioconv.ir.rate_curve import LIFRate
+
 Shape = tuple[int, ...]
 
 
@@ -35,6 +37,16 @@ def _names(value: Any, what: str) -> tuple[str, ...]:
 
 
 def _check_clip(layer) -> None:
+    """Checks ``clip`` and ``rate_curve`` (the layer's activation: ReLU, clipped ReLU or LIF rate curve)."""
+    curve = layer.rate_curve
+    if curve is not None:
+        if isinstance(curve, dict):
+            curve = LIFRate(**curve)
+            object.__setattr__(layer, "rate_curve", curve)
+        if not isinstance(curve, LIFRate):
+            raise ValueError(f"layer {layer.name!r}: rate_curve must be a bioconv.ir.LIFRate, got {type(curve).__name__}")
+        if layer.clip is not None:
+            raise ValueError(f"layer {layer.name!r}: a layer has either a clip (ReLU6) or a rate curve (SoftLIF), not both")
     if layer.clip is not None:
         clip = float(layer.clip)
         if not (np.isfinite(clip) and clip > 0):
@@ -121,7 +133,8 @@ class Conv2d:
     outside the image are 0 (``padding_mode="zeros"``) or taken from the image as torch's
     ``reflect``/``replicate``/``circular`` padding does. ``spiking=False`` makes it a branch
     of an :class:`Add` (no neurons, no ReLU); ``clip`` (ReLU6, Hardtanh(0, c)) caps the
-    activation, :math:`a = \min(\max(z, 0), c)`, in units of :math:`z`.
+    activation, :math:`a = \min(\max(z, 0), c)`, in units of :math:`z`; ``rate_curve`` (a
+    :class:`~bioconv.ir.LIFRate`, from a SoftLIF activation) replaces the ReLU by the LIF rate curve.
     """
 
     name: str
@@ -137,6 +150,7 @@ class Conv2d:
     inputs: tuple[str, ...] = ()
     spiking: bool = True
     clip: Optional[float] = None
+    rate_curve: Optional[LIFRate] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stride", _pair(self.stride, "stride"))
@@ -183,7 +197,7 @@ class Conv2d:
 class Dense:
     r"""Fully connected layer, :math:`z = W a + b`; ``weight`` has shape (N_out, N_in).
 
-    ``inputs``, ``spiking`` and ``clip`` as for :class:`Conv2d`.
+    ``inputs``, ``spiking``, ``clip`` and ``rate_curve`` as for :class:`Conv2d`.
     """
 
     name: str
@@ -193,6 +207,7 @@ class Dense:
     inputs: tuple[str, ...] = ()
     spiking: bool = True
     clip: Optional[float] = None
+    rate_curve: Optional[LIFRate] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", _names(self.inputs, "inputs"))
@@ -335,6 +350,7 @@ class Add:
     inputs: tuple[str, ...]
     threshold: Union[float, np.ndarray] = 1.0
     clip: Optional[float] = None
+    rate_curve: Optional[LIFRate] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(v) for v in self.shape))

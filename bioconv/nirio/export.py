@@ -145,6 +145,8 @@ def to_nir(graph: ir.Graph, dt: Quantity = 1 * ms) -> Any:
     clips = {l.name: float(l.clip) for l in graph.layers if getattr(l, "clip", None) is not None}
     meta = {"bioconv_meta": json.dumps(dict(graph.meta), sort_keys=True), "bioconv_dt_s": dt_s,
             "bioconv_clip": json.dumps(clips),
+            "bioconv_rate_curve": json.dumps({l.name: l.rate_curve.to_dict() for l in graph.layers
+                                              if getattr(l, "rate_curve", None) is not None}),
             "bioconv_neuron": json.dumps(None if graph.neuron is None else model_to_dict(graph.neuron))}
     return nir.NIRGraph(nodes=nodes, edges=list(zip(names[:-1], names[1:])), metadata=meta)
 

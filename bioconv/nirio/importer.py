@@ -223,6 +223,9 @@ def from_nir(graph: Any, options: ImportOptions | None = None) -> ir.Graph:
                                         "reset": opts.reset, "nodes": [k for k, _ in chain]}}
     clips = json.loads(meta["bioconv_clip"]) if "bioconv_clip" in meta else {}  # ANN clip values (ReLU6, ...)
     layers = [dataclasses.replace(l, clip=float(clips[l.name])) if l.name in clips else l for l in layers]
+    curves = json.loads(meta["bioconv_rate_curve"]) if "bioconv_rate_curve" in meta else {}  # SoftLIF ANNs
+    layers = [dataclasses.replace(l, rate_curve=ir.LIFRate(**curves[l.name])) if l.name in curves else l
+              for l in layers]
     return ir.Graph(ir.Input(in_shape, float(rate), input_name), tuple(layers), neuron=default,
                     synapse=next(iter(synapses.values())),
                     layer_neurons={k: v for k, v in neurons.items() if v != default}, meta=bio_meta)
