@@ -240,7 +240,7 @@ def _pad_index(pos: np.ndarray, size: int, mode: str) -> np.ndarray:
 
 
 def _conv_arrays_general(layer: ir.Conv2d) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(i, j, w) of a grouped / dilated / non-zero-padded conv; order (k_y, k_x, c_out, c_in/g, y, x).
+    r"""(i, j, w) of a grouped / dilated / non-zero-padded conv; order (k_y, k_x, c_out, c_in/g, y, x).
 
     Output channel :math:`c_o` reads input channel :math:`\gamma(c_o) C_i/g + c`, tap
     :math:`(k_y, k_x)` reads pixel :math:`(s_y y + d_y k_y - p_y, s_x x + d_x k_x - p_x)`

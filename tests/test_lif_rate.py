@@ -207,3 +207,53 @@ def test_cli_trains_a_softlif_network_that_learns_and_converts_with_lif_rate(tmp
     rc = cli.main(["train", "--arch", "tiny", "--dataset", "digits", "--rate-scale", "20Hz", "--out",
                    str(tmp_path / "x.pt")])
     assert rc == 2 and "belong to --activation softlif" in capsys.readouterr().err
+
+
+def test_rate_ceiling_penalizes_only_rates_above_the_limit_and_only_in_training():
+    from bioconv.ann.activations import RateCeiling
+
+    torch.manual_seed(0)
+    act = SoftLIF(tau_rc=0.02, tau_ref=0.002, amplitude=0.02, smoothing=0.05).double()
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3).double(), act)
+    with torch.no_grad():
+        model[0].weight.zero_()
+        model[0].bias.copy_(torch.tensor([0.5, 1.5, 4.0], dtype=torch.float64))
+    ceiling = RateCeiling(model, max_rate_hz=50.0, weight=2.0)
+    rates = act.curve.rate_hz(np.array([0.5, 1.5, 4.0]))
+    model.train()
+    model(torch.zeros(1, 2, dtype=torch.float64))
+    want = 2.0 * np.mean(np.maximum(rates - 50.0, 0.0) ** 2) / 50.0 ** 2
+    assert rates[0] < rates[1] < 50 < rates[2]
+    assert float(ceiling()) == pytest.approx(want, rel=1e-9)
+    assert float(ceiling()) == 0.0  # it forgets the recorded outputs
+    model.eval()
+    model(torch.zeros(1, 2, dtype=torch.float64))
+    assert float(ceiling()) == 0.0  # evaluation passes are not recorded
+    with pytest.raises(ValueError, match="needs SoftLIF layers"):
+        RateCeiling(torch.nn.Sequential(torch.nn.ReLU()), 50.0)
+
+
+def test_cli_max_rate_keeps_the_trained_rates_low(tmp_path, capsys):
+    from bioconv import cli
+    from bioconv.ann import load_checkpoint
+    from bioconv.data import load_dataset
+
+    rates = {}
+    for tag, extra in (("free", []), ("capped", ["--max-rate", "30Hz", "--rate-penalty", "10"])):
+        out = tmp_path / f"{tag}.pt"
+        rc = cli.main(["train", "--arch", "tiny", "--dataset", "digits", "--epochs", "12", "--seed", "0",
+                       "--activation", "softlif", "--rate-scale", "50Hz", "--out", str(out), "--no-progress", *extra])
+        assert rc == 0, capsys.readouterr().err
+        model, meta = load_checkpoint(out)
+        acts = []
+        for m in model.modules():
+            if isinstance(m, SoftLIF):
+                m.register_forward_hook(lambda mod, i, o: acts.append(o.detach().numpy() / mod.curve.amplitude))
+        with torch.no_grad():
+            model(torch.as_tensor(load_dataset("digits", "test").images[:200], dtype=torch.float32))
+        rates[tag] = max(np.percentile(a, 99) for a in acts)
+    assert meta["activation"]["rate_ceiling"] == {"max_rate_hz": 30.0, "weight": 10.0}
+    assert rates["capped"] < 0.7 * rates["free"] and rates["capped"] < 45.0
+    rc = cli.main(["train", "--arch", "tiny", "--dataset", "digits", "--rate-penalty", "2", "--activation", "softlif",
+                   "--out", str(tmp_path / "x.pt")])
+    assert rc == 2 and "--rate-penalty needs --max-rate" in capsys.readouterr().err

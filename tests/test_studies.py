@@ -179,7 +179,7 @@ def test_response_curves_quick_writes_figure(tmp_path):
 
 NETWORK_STUDIES = ["rate_degeneration", "norm_comparison", "rate_range", "convergence",
                    "accuracy_table", "neuron_models", "dt_fidelity", "conversion_acceptance", "plausibility",
-                   "model_fidelity", "dt_convergence"]
+                   "model_fidelity", "dt_convergence"]  # lif_training: its own test (SoftLIF networks)
 
 
 @pytest.fixture(scope="module")
@@ -328,3 +328,22 @@ def test_dt_convergence_reports_rate_changes_from_the_calibration_dt(quick_env):
     acc = dt_convergence.accuracy(table)
     assert len(acc) == len(rates[["schedule", "cal_dt_ms", "sim_dt_ms"]].drop_duplicates())
     assert (acc.snn_ci_low <= acc.snn_accuracy + 1e-12).all()
+
+
+@pytest.mark.slow
+def test_lif_training_converts_softlif_networks_without_fitting(quick_env):
+    from bioconv.commands.study import run_study
+    from studies import lif_training
+
+    out, _relu_ckpt = quick_env  # this study trains its own (quick) SoftLIF networks
+    run_study("lif_training", quick=True, out=out, figures=out / "fig")
+    table = pd.read_parquet(out / "lif_training-quick.parquet")
+    assert set(table.method) == {"lif-rate"} and set(table.neuron) == {"LIF-ref2"}
+    s = lif_training.summary(table)
+    assert sorted(zip(s.rate_scale_hz, s.synapse)) == [(10.0, "alpha"), (10.0, "delta"), (50.0, "alpha"),
+                                                        (50.0, "delta")]
+    for col in ("snn_accuracy", "snn_ci_low", "snn_ci_high", "ann_accuracy", "loss_pct", "mcnemar_p"):
+        assert s[col].notna().all(), col
+    assert (s.snn_ci_low <= s.snn_accuracy).all() and (s.snn_accuracy <= s.snn_ci_high).all()
+    assert (s.ann_accuracy > 0.3).all()  # the quick SoftLIF nets learn
+    assert (out / "fig" / "fig13_lif_training.pdf").exists()

@@ -43,7 +43,7 @@ SOFTLIF_DEFAULTS = {"tau_rc": 0.02, "tau_ref": 0.002, "amplitude": 0.02, "smooth
 
 
 class SoftLIF(nn.Module):
-    """The LIF neuron's rate curve as an activation, smoothed for training (Hunsberger & Eliasmith 2015).
+    r"""The LIF neuron's rate curve as an activation, smoothed for training (Hunsberger & Eliasmith 2015).
 
     :math:`a = A\,r_\gamma(z)` with :math:`r_\gamma(z) = 1/(\tau_\mathrm{ref} + \tau_\mathrm{RC}
     \ln(1 + 1/\rho_\gamma(z - 1)))` and :math:`\rho_\gamma(x) = \gamma\ln(1 + e^{x/\gamma})`;
@@ -107,6 +107,44 @@ class BudgetReLU(nn.Module):
 
     def extra_repr(self) -> str:
         return f"levels={self.levels}, clip={float(self.clip.detach().abs()):.4g}"
+
+
+class RateCeiling:
+    """Training penalty that keeps every :class:`SoftLIF` layer's rates below ``max_rate_hz``.
+
+    :math:`P = \lambda \sum_l \langle \max(r_l - r_\max, 0)^2 \rangle / r_\max^2` with :math:`r_l = a_l/A`
+    the rates of layer :math:`l` (mean over units and the batch). The trained curve saturates only at
+    :math:`1/\tau_\mathrm{ref}`, and the rate scale :math:`A` does not choose the rates (training
+    decides how hard each layer is driven), so a network for a low-rate regime needs this limit.
+    Outputs are recorded by forward hooks in training mode only; call the object after the forward
+    pass to get :math:`P` (it forgets the recorded outputs).
+    """
+
+    def __init__(self, model: nn.Module, max_rate_hz: float, weight: float = 1.0):
+        if not max_rate_hz > 0 or not weight >= 0:
+            raise ValueError(f"the rate ceiling needs max_rate_hz > 0 and weight >= 0, got {max_rate_hz}, {weight}")
+        self.max_rate_hz, self.weight = float(max_rate_hz), float(weight)
+        self.layers = [m for m in model.modules() if isinstance(m, SoftLIF)]
+        if not self.layers:
+            raise ValueError("a rate ceiling needs SoftLIF layers (activation 'softlif')")
+        self._out: list[tuple[SoftLIF, torch.Tensor]] = []
+        self._hooks = [m.register_forward_hook(self._record) for m in self.layers]
+
+    def _record(self, module: nn.Module, inputs, output: torch.Tensor) -> None:
+        if module.training:
+            self._out.append((module, output))
+
+    def __call__(self) -> torch.Tensor:
+        r = self.max_rate_hz
+        terms = [torch.relu(a / m.curve.amplitude - r).pow(2).mean() for m, a in self._out]
+        self._out.clear()
+        return self.weight * sum(terms) / r ** 2 if terms else torch.zeros(())
+
+    def remove(self) -> None:
+        """Detach the hooks (before saving the model)."""
+        for h in self._hooks:
+            h.remove()
+        self._out.clear()
 
 
 def make_activation(kind: ActivationKind = "relu", levels: Optional[int] = None,

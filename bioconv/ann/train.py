@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -95,7 +95,8 @@ def evaluate(model: torch.nn.Module, ds: Dataset, batch_size: int = 1000, device
 def train(model: torch.nn.Module, train_ds: Dataset, *, epochs: int = 5, batch_size: int = 100, seed: int = 0,
           lr: float = 1.0, weight_decay: float = 0.0, early_stopping: int | None = None,
           val_fraction: float = 0.1, augment: bool = False, shift: int = 2, device: str = "cpu",
-          progress: bool = True, test_ds: Dataset | None = None, lr_decay: float = 1.0) -> TrainResult:
+          progress: bool = True, test_ds: Dataset | None = None, lr_decay: float = 1.0,
+          penalty: Callable[[], torch.Tensor] | None = None) -> TrainResult:
     """Train ``model`` in place with Adadelta on cross-entropy and return a :class:`TrainResult`.
 
     Parameters
@@ -111,6 +112,9 @@ def train(model: torch.nn.Module, train_ds: Dataset, *, epochs: int = 5, batch_s
         used to choose weights).
     lr_decay
         The learning rate is multiplied by this factor after every epoch (1 = constant).
+    penalty
+        Called after each forward pass; its value is added to the loss (e.g. a
+        :class:`~bioconv.ann.activations.RateCeiling`).
     """
     if epochs <= 0 or batch_size <= 0:
         raise ValueError(f"epochs and batch_size must be > 0, got {epochs} and {batch_size}")
@@ -142,7 +146,8 @@ def train(model: torch.nn.Module, train_ds: Dataset, *, epochs: int = 5, batch_s
             opt.zero_grad(set_to_none=True)
             out = model(x)
             loss = F.cross_entropy(out, y)
-            loss.backward()
+            total = loss + penalty() if penalty is not None else loss
+            total.backward()
             opt.step()
             loss_sum += loss.item() * len(yb)
             correct += int((out.argmax(1) == y).sum())
@@ -173,6 +178,7 @@ def train_and_save(arch: str, dataset: str, out: str | Path, *, epochs: int = 5,
                    data_dir: str | None = None, max_train: int | None = None, batch_size: int = 100,
                    progress: bool = True, init: Literal["he", "torch"] = "he", activation: str = "relu",
                    levels: int | None = None, softlif: dict[str, float] | None = None,
+                   max_rate_hz: float | None = None, rate_penalty: float = 1.0,
                    **train_kwargs: Any) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Load ``dataset``, build ``arch`` (zoo name or spec), train, evaluate on the test set, save.
 
@@ -181,7 +187,9 @@ def train_and_save(arch: str, dataset: str, out: str | Path, *, epochs: int = 5,
     before evaluation and saving, and the ceilings go to ``meta["activation"]``.
     ``activation="softlif"`` trains :class:`~bioconv.ann.activations.SoftLIF` hidden layers with
     the parameters ``softlif`` (defaults :data:`~bioconv.ann.activations.SOFTLIF_DEFAULTS`), stored in
-    ``meta["activation"]["softlif"]``.
+    ``meta["activation"]["softlif"]``; ``max_rate_hz`` adds the
+    :class:`~bioconv.ann.activations.RateCeiling` penalty (weight ``rate_penalty``) that keeps
+    their rates below it (``meta["activation"]["rate_ceiling"]``).
 
     Returns ``(model, meta)``; the checkpoint at ``out`` holds the same metadata.
     """
@@ -203,8 +211,15 @@ def train_and_save(arch: str, dataset: str, out: str | Path, *, epochs: int = 5,
     model = build_model(spec, train_ds.input_shape, train_ds.n_classes, activation=activation, levels=levels,
                         softlif=softlif)
     init_weights(model, seed, init)
+    ceiling = None
+    if max_rate_hz is not None:
+        from bioconv.ann.activations import RateCeiling
+
+        ceiling = RateCeiling(model, max_rate_hz, rate_penalty)
     result = train(model, train_ds, epochs=epochs, seed=seed, batch_size=batch_size, progress=progress,
-                   test_ds=test_ds, **train_kwargs)
+                   test_ds=test_ds, penalty=ceiling, **train_kwargs)
+    if ceiling is not None:
+        ceiling.remove()
     _, clips = freeze_activations(result.model)
     acc = evaluate(result.model, test_ds, device=train_kwargs.get("device", "cpu"))
     meta = {
@@ -214,7 +229,9 @@ def train_and_save(arch: str, dataset: str, out: str | Path, *, epochs: int = 5,
         "n_train": len(train_ds), "n_test": len(test_ds), "epochs": epochs, "batch_size": batch_size,
         "optimizer": "Adadelta", "init": init,
         "activation": {"kind": activation, "levels": levels, "clips": clips if activation == "clip" else None,
-                       "softlif": softlif if activation == "softlif" else None},
+                       "softlif": softlif if activation == "softlif" else None,
+                       "rate_ceiling": None if ceiling is None else {"max_rate_hz": ceiling.max_rate_hz,
+                                                                     "weight": ceiling.weight}},
         "train_settings": {k: v for k, v in train_kwargs.items() if k != "device"},
         "history": result.history, "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
         "train_time_s": result.train_time_s, "threads": torch.get_num_threads(),

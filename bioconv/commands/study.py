@@ -25,7 +25,7 @@ from pathlib import Path
 
 STUDIES = ("response_curves", "rate_degeneration", "norm_comparison", "rate_range", "convergence",
            "accuracy_table", "neuron_models", "dt_fidelity", "conversion_acceptance", "plausibility",
-           "model_fidelity", "dt_convergence")
+           "model_fidelity", "dt_convergence", "lif_training")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

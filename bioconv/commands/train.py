@@ -52,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "with unit (default 2ms)")
     parser.add_argument("--rate-scale", default="50Hz", help="with --activation softlif: the rate that an activation "
                         "of 1 stands for (amplitude A = 1/rate), with unit (default 50Hz; sets the typical rates)")
+    parser.add_argument("--max-rate", default=None, help="with --activation softlif: keep the hidden rates below this "
+                        "rate, with unit (a penalty on the excess, see --rate-penalty); e.g. 50Hz for the low-rate regime "
+                        "(the rate scale alone does not lower the rates)")
+    parser.add_argument("--rate-penalty", type=float, default=1.0, help="with --max-rate: weight of the penalty "
+                        "mean((r - max)+^2)/max^2 per SoftLIF layer, added to the cross-entropy (default 1)")
     parser.add_argument("--smoothing", type=float, default=0.05, help="with --activation softlif: the softplus "
                         "smoothing gamma of the rate curve at the rheobase, in units of the threshold (default 0.05)")
     parser.add_argument("--levels", type=int, default=None,
@@ -78,20 +83,26 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-train must be >= 1, got {args.max_train}")
     if args.levels is not None and (args.activation != "clip" or args.levels < 1):
         raise ValueError(f"--levels {args.levels} needs --activation clip and a budget >= 1 spike")
+    from brian2 import second
+
+    from bioconv.units import parse_rate, parse_time
+
     softlif = None
     if args.activation == "softlif":
-        from brian2 import second
-
-        from bioconv.units import parse_rate, parse_time
-
         if not args.smoothing >= 0:
             raise ValueError(f"--smoothing must be >= 0 (units of the threshold), got {args.smoothing}")
         softlif = {"tau_rc": float(parse_time(args.tau_m) / second),
                    "tau_ref": float(parse_time(args.refractory, allow_zero=True) / second),
                    "amplitude": float(1.0 / (parse_rate(args.rate_scale) * second)),
                    "smoothing": float(args.smoothing)}
-    elif (args.tau_m, args.refractory, args.rate_scale, args.smoothing) != ("20ms", "2ms", "50Hz", 0.05):
-        raise ValueError("--tau-m, --refractory, --rate-scale and --smoothing belong to --activation softlif")
+    elif (args.tau_m, args.refractory, args.rate_scale, args.smoothing, args.max_rate) != ("20ms", "2ms", "50Hz", 0.05,
+                                                                                         None):
+        raise ValueError("--tau-m, --refractory, --rate-scale, --smoothing and --max-rate belong to --activation softlif")
+    if args.max_rate is None and args.rate_penalty != 1.0:
+        raise ValueError("--rate-penalty needs --max-rate")
+    if not args.rate_penalty >= 0:
+        raise ValueError(f"--rate-penalty must be >= 0, got {args.rate_penalty}")
+    max_rate = None if args.max_rate is None else float(parse_rate(args.max_rate) * second)  # in Hz
     if args.threads:
         torch.set_num_threads(args.threads)
     _, meta = train_and_save(
@@ -99,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         max_train=args.max_train, batch_size=args.batch_size, progress=not args.no_progress, lr=args.lr,
         weight_decay=args.weight_decay, early_stopping=args.early_stopping, augment=args.augment, device=args.device,
         init=args.init, shift=args.shift, lr_decay=args.lr_decay, activation=args.activation, levels=args.levels,
-        softlif=softlif,
+        softlif=softlif, max_rate_hz=max_rate, rate_penalty=args.rate_penalty,
     )
     for row in meta["history"]:
         extra = f"  val acc {row['val_accuracy']:.4f}" if "val_accuracy" in row else ""

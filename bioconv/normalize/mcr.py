@@ -75,7 +75,7 @@ def _pool_mode(graph: ir.Graph, layer: ir.Layer, pool_mode: str) -> str:
 def scan_pool_count(
     evaluate: Callable[[float], float], target: float, tolerance: float, c0: float, area: int, k_max: int = 64
 ) -> tuple[float, float, list[tuple[float, float]], bool]:
-    """Scan of an IF average pool over the number :math:`k` of input spikes per output spike.
+    r"""Scan of an IF average pool over the number :math:`k` of input spikes per output spike.
 
     With pooling weight :math:`w = c\,\theta/A` (:math:`A` inputs, :math:`c = G c_0`) an IF
     neuron fires after :math:`k = \lfloor A/c \rfloor + 1` input charges: its rate is a
@@ -240,7 +240,7 @@ def mcr_norm(
     progress: bool = True,
     calibration: Optional[Mapping[str, Any]] = None,
 ) -> ir.Graph:
-    """MCR-Norm of an ANN graph; see the module docstring for the maths.
+    r"""MCR-Norm of an ANN graph; see the module docstring for the maths.
 
     Parameters
     ----------

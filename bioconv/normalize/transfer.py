@@ -74,7 +74,7 @@ OFFSET_SIGNS: tuple[str, ...] = ("any", "positive")
 
 @dataclass(frozen=True)
 class TransferOptions:
-    """Options of :func:`transfer_norm`.
+    r"""Options of :func:`transfer_norm`.
 
     Attributes
     ----------

@@ -1,0 +1,121 @@
+r"""Training for the LIF: SoftLIF networks (Hunsberger & Eliasmith 2015) converted without fitting (``lif-rate``).
+
+cnn7 is trained with the LIF's own rate curve as its hidden activation
+(:class:`bioconv.ann.activations.SoftLIF`: τ_RC = 20 ms, τ_ref = 2 ms, smoothing 0.05, 5 epochs,
+seed 0) at two rate scales, an activation of 1 standing for 50 Hz or for 10 Hz, and converted with
+method ``lif-rate`` (:mod:`bioconv.normalize.lif_rate`) onto the LIF of the conversion studies
+(τ_m = 20 ms, 2 ms refractory period, reset to zero) with delta and alpha (τ_s = 5 ms) synapses.
+The hidden rates are the trained network's own; only the output layer is scaled, so that the
+99.9th percentile of its calibration logits drives it at the target rate (200 Hz for the 50 Hz
+network, T = 300 ms; 50 Hz for the 10 Hz network, T = 1 s; input 2× that rate). First 1000 MNIST
+test images × 3 input seeds; losses are against each SoftLIF network's own ANN, with the exact
+McNemar test, and the per-layer rates show where the network sits. Checkpoints that do not exist
+are trained (``runs/ann/cnn7-softlif<scale>-mnist.pt``, about 7 min each on 2 cores; with
+``--quick`` a ``tiny`` net, 1 epoch on 6000 images). Figure ``fig13_lif_training``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from studies import common
+
+NAME = "lif_training"
+#: rate (Hz) that an activation of 1 stands for → (output target rate Hz, T ms)
+NETWORKS: dict[float, tuple[float, float]] = {50.0: (200.0, 300.0), 10.0: (50.0, 1000.0)}
+SYNAPSES = ("alpha", "delta")
+TAU_SYN_MS = 5.0
+SOFTLIF = {"tau_rc": 0.02, "tau_ref": 0.002, "smoothing": 0.05}
+
+
+def checkpoint(rate_scale_hz: float, quick: bool) -> Path:
+    """The SoftLIF checkpoint of a rate scale, trained here if it does not exist yet."""
+    from bioconv.ann import train_and_save
+
+    arch, folder = ("tiny", common.cache_dir()) if quick else ("cnn7", common.REPO / "runs" / "ann")
+    tag = "-n6000-e1" if quick else ""
+    path = folder / f"{arch}-softlif{rate_scale_hz:g}-mnist{tag}.pt"
+    if not path.exists():
+        common.log.warning("training the SoftLIF %s (activation 1 = %g Hz) into %s", arch, rate_scale_hz, path)
+        params = {**SOFTLIF, "amplitude": 1.0 / rate_scale_hz}
+        train_and_save(arch, "mnist", path, epochs=1 if quick else 5, seed=0, max_train=6000 if quick else None,
+                       progress=False, activation="softlif", softlif=params)
+    return path
+
+
+def grid(quick: bool = False) -> list[dict]:
+    configs = []
+    for scale, (rate, t_ms) in NETWORKS.items():
+        path = checkpoint(scale, quick)
+        for synapse in SYNAPSES:
+            t = 100.0 if quick else t_ms
+            cfg = common.net_config(NAME, quick, method="lif-rate", rate_hz=rate, neuron="LIF-ref2",
+                                    synapse=synapse, duration_ms=t, bin_ms=t)
+            cfg["ckpt"] = str(path.relative_to(common.REPO)) if path.is_relative_to(common.REPO) else str(path)
+            cfg["rate_scale_hz"] = scale
+            if synapse == "alpha":
+                cfg["tau_syn_ms"] = TAU_SYN_MS
+            if quick:
+                cfg["n_images"] = 30
+            configs.append(cfg)
+    return common.with_seeds(configs, quick)
+
+
+def run_one(cfg: dict) -> pd.DataFrame:
+    table, _graph, _result = common.run_network(cfg)
+    return table
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (rate scale, synapse): accuracies with 95 % intervals, loss, McNemar p, per-layer rates."""
+    by = ["rate_scale_hz", "rate_hz", "synapse"]
+    out = common.accuracy_summary(table, by)
+    out["loss_pct"] = 100.0 * (out.ann_accuracy - out.snn_accuracy)
+    layers = table[(table.kind == "layer") & (table.layer != "input")]
+    per_layer = layers.groupby(by + ["layer"], sort=False).agg(max_rate_hz=("max_rate_hz", "max"),
+                                                                 mean_rate_hz=("mean_rate_hz", "mean")).reset_index()
+    for column, prefix in (("max_rate_hz", "max_hz_"), ("mean_rate_hz", "mean_hz_")):
+        wide = per_layer.pivot_table(index=by, columns="layer", values=column, sort=False).add_prefix(prefix)
+        out = out.merge(wide.reset_index(), on=by)
+    spikes = layers.groupby(by + ["seed", "image"], sort=False).spikes.sum().groupby(by, sort=False).mean()
+    return out.merge(spikes.rename("spikes_per_image").reset_index(), on=by)
+
+
+def plot(table: pd.DataFrame, outdir) -> list:
+    """Loss against the SoftLIF ANN per network and synapse (left) and the mean and max rate per layer (right)."""
+    from bioconv.plotting import caption, errorbars, figure, legend_outside, save_figure
+
+    s = summary(table)
+    fig, axes = figure(ncols=2, height=2.4, width=7.0)
+    ax = axes[0][0]
+    labels = [f"{r.rate_scale_hz:g} Hz scale\n{r.synapse}, {r.T_ms:g} ms" for r in s.itertuples()]
+    x = np.arange(len(s))
+    errorbars(ax, x, 100 * (s.ann_accuracy - s.snn_accuracy), 100 * (s.ann_accuracy - s.snn_ci_high),
+              100 * (s.ann_accuracy - s.snn_ci_low), color="#117733")
+    ax.axhline(0.0, color="k", lw=0.6)
+    ax.set_yscale("symlog", linthresh=1.0)  # losses of 0.2 and of 80 points on one axis
+    ax.set_ylim(-2.0, 150.0)
+    ax.set_xticks(x, labels, fontsize=6)
+    ax.set_ylabel("loss vs SoftLIF ANN (points, symlog)")
+    ax.set_xlabel("rate scale (activation 1), synapse, T")
+    ax.set_title("LIF (tau_m 20 ms, ref 2 ms), lif-rate")
+    ax = axes[0][1]
+    layer_names = [c[len("mean_hz_"):] for c in s.columns if c.startswith("mean_hz_")]
+    for k, r in enumerate(s.itertuples()):
+        mean = [getattr(r, f"mean_hz_{n}") for n in layer_names]
+        peak = [getattr(r, f"max_hz_{n}") for n in layer_names]
+        color = f"C{k}"
+        ax.plot(layer_names, mean, "o-", color=color, label=f"{r.rate_scale_hz:g} Hz scale, {r.synapse}: mean")
+        ax.plot(layer_names, peak, "^--", color=color, alpha=0.6, label="max")
+    ax.set_yscale("log")
+    ax.set_ylabel("rate (Hz)")
+    ax.set_title("rates per layer (test images)")
+    legend_outside(ax, fontsize=5.5)
+    caption(fig, common.network_label(table), "LIF tau_m 20 ms, ref 2 ms, reset to zero; alpha tau_s 5 ms",
+            "SoftLIF training (Hunsberger & Eliasmith 2015), method lif-rate (no fitting)",
+            int(s.snn_n_images.iloc[0]), int(s.snn_n_seeds.iloc[0]),
+            "95 % CI of the SNN accuracy (bootstrap over images and seeds)")
+    return save_figure(fig, s, outdir, "fig13_lif_training")
