@@ -340,8 +340,10 @@ def test_lif_training_converts_softlif_networks_without_fitting(quick_env):
     table = pd.read_parquet(out / "lif_training-quick.parquet")
     assert set(table.method) == {"lif-rate"} and set(table.neuron) == {"LIF-ref2"}
     s = lif_training.summary(table)
-    assert sorted(zip(s.rate_scale_hz, s.synapse)) == [(10.0, "alpha"), (10.0, "delta"), (50.0, "alpha"),
-                                                        (50.0, "delta")]
+    assert sorted(zip(s.network, s.synapse)) == [("ceiling50", "alpha"), ("ceiling50", "alpha"), ("ceiling50", "delta"),
+                                                  ("scale10", "alpha"), ("scale10", "delta"), ("scale50", "alpha"),
+                                                  ("scale50", "delta")]
+    assert sorted(s[s.network == "ceiling50"].input_rate_hz) == [100.0, 100.0, 400.0]
     for col in ("snn_accuracy", "snn_ci_low", "snn_ci_high", "ann_accuracy", "loss_pct", "mcnemar_p"):
         assert s[col].notna().all(), col
     assert (s.snn_ci_low <= s.snn_accuracy).all() and (s.snn_accuracy <= s.snn_ci_high).all()
