@@ -199,7 +199,8 @@ def test_cli_trains_a_softlif_network_that_learns_and_converts_with_lif_rate(tmp
                    "--out", str(out), "--no-progress"])
     assert rc == 0, capsys.readouterr().err
     model, meta = load_checkpoint(out)
-    assert meta["activation"]["softlif"] == {"tau_rc": 0.02, "tau_ref": 0.001, "amplitude": 0.01, "smoothing": 0.05}
+    assert meta["activation"]["softlif"] == {"tau_rc": 0.02, "tau_ref": 0.001, "amplitude": 0.01, "smoothing": 0.05,
+                                             "noise_hz": 0.0}
     graph = from_torch(model, tuple(meta["input_shape"]))
     weighted = [l for l in graph.spiking_layers[:-1] if isinstance(l, (ir.Conv2d, ir.Dense))]
     assert weighted and {l.rate_curve for l in weighted} == {ir.LIFRate(0.02, 0.001, 0.01, 0.05)}
@@ -257,3 +258,17 @@ def test_cli_max_rate_keeps_the_trained_rates_low(tmp_path, capsys):
     rc = cli.main(["train", "--arch", "tiny", "--dataset", "digits", "--rate-penalty", "2", "--activation", "softlif",
                    "--out", str(tmp_path / "x.pt")])
     assert rc == 2 and "--rate-penalty needs --max-rate" in capsys.readouterr().err
+
+
+def test_softlif_rate_noise_is_added_in_training_only():
+    m = SoftLIF(tau_rc=0.02, tau_ref=0.002, amplitude=0.02, smoothing=0.05, noise_hz=10.0).double()
+    z = torch.full((20000,), 3.0, dtype=torch.float64)
+    clean = m.curve.activation(z.numpy())
+    m.train()
+    noisy = m(z).detach().numpy()
+    assert np.std(noisy / 0.02) == pytest.approx(10.0, rel=0.05)  # 10 Hz of rate noise
+    assert np.mean(noisy) == pytest.approx(clean[0], abs=0.02 * 0.5)
+    m.eval()
+    assert np.array_equal(m(z).detach().numpy(), clean)
+    with pytest.raises(ValueError, match="noise_hz must be finite and >= 0"):
+        SoftLIF(noise_hz=-1.0)

@@ -38,8 +38,9 @@ import torch.nn as nn
 ActivationKind = Literal["relu", "clip", "softlif"]
 ACTIVATIONS: tuple[str, ...] = ("relu", "clip", "softlif")
 
-#: SoftLIF defaults: τ_RC 20 ms, τ_ref 2 ms (the LIF of the conversion studies), activation 1 = 50 Hz
-SOFTLIF_DEFAULTS = {"tau_rc": 0.02, "tau_ref": 0.002, "amplitude": 0.02, "smoothing": 0.05}
+#: SoftLIF defaults: τ_RC 20 ms, τ_ref 2 ms (the LIF of the conversion studies), activation 1 = 50 Hz,
+#: no rate noise in training
+SOFTLIF_DEFAULTS = {"tau_rc": 0.02, "tau_ref": 0.002, "amplitude": 0.02, "smoothing": 0.05, "noise_hz": 0.0}
 
 
 class SoftLIF(nn.Module):
@@ -49,14 +50,20 @@ class SoftLIF(nn.Module):
     \ln(1 + 1/\rho_\gamma(z - 1)))` and :math:`\rho_\gamma(x) = \gamma\ln(1 + e^{x/\gamma})`;
     see :class:`bioconv.ir.LIFRate`, which holds the same four numbers (SI units: seconds) and
     whose :meth:`~bioconv.ir.LIFRate.activation` is the numpy twin of :meth:`forward`.
+    In training mode, ``noise_hz`` > 0 adds Gaussian noise of that standard deviation to the rates
+    (:math:`a + A\,\sigma\,\xi`, as Hunsberger & Eliasmith train for the variability of spiking
+    rates); evaluation and conversion use the noise-free curve.
     """
 
     def __init__(self, tau_rc: float = 0.02, tau_ref: float = 0.002, amplitude: float = 0.02,
-                 smoothing: float = 0.05):
+                 smoothing: float = 0.05, noise_hz: float = 0.0):
         super().__init__()
         from bioconv.ir import LIFRate
 
         self.curve = LIFRate(tau_rc, tau_ref, amplitude, smoothing)  # validates the numbers
+        if not (noise_hz >= 0 and noise_hz < float("inf")):
+            raise ValueError(f"SoftLIF noise_hz must be finite and >= 0, got {noise_hz}")
+        self.noise_hz = float(noise_hz)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         c = self.curve
@@ -68,12 +75,16 @@ class SoftLIF(nn.Module):
         active = j > 1e-20  # below: rate 0 (and a finite gradient: the other branch sees j = 1)
         safe = torch.where(active, j, torch.ones_like(j))
         rate = 1.0 / (c.tau_ref + c.tau_rc * (torch.log1p(safe) - torch.log(safe)))  # ln(1 + 1/j), no 1/j² in the gradient
-        return c.amplitude * torch.where(active, rate, torch.zeros_like(rate))
+        a = c.amplitude * torch.where(active, rate, torch.zeros_like(rate))
+        if self.training and self.noise_hz > 0:
+            a = a + c.amplitude * self.noise_hz * torch.randn_like(a)
+        return a
 
     def extra_repr(self) -> str:
         c = self.curve
+        noise = f", noise={self.noise_hz:g} Hz" if self.noise_hz else ""
         return (f"tau_rc={c.tau_rc * 1e3:g} ms, tau_ref={c.tau_ref * 1e3:g} ms, amplitude={c.amplitude:g} s, "
-                f"smoothing={c.smoothing:g}")
+                f"smoothing={c.smoothing:g}{noise}")
 
 
 class BudgetReLU(nn.Module):

@@ -57,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(the rate scale alone does not lower the rates)")
     parser.add_argument("--rate-penalty", type=float, default=1.0, help="with --max-rate: weight of the penalty "
                         "mean((r - max)+^2)/max^2 per SoftLIF layer, added to the cross-entropy (default 1)")
+    parser.add_argument("--rate-noise", default="0Hz", help="with --activation softlif: standard deviation of Gaussian "
+                        "noise added to the hidden rates while training, with unit (default 0Hz; e.g. 10Hz, for the "
+                        "variability of spiking rates at low rates)")
     parser.add_argument("--smoothing", type=float, default=0.05, help="with --activation softlif: the softplus "
                         "smoothing gamma of the rate curve at the rheobase, in units of the threshold (default 0.05)")
     parser.add_argument("--levels", type=int, default=None,
@@ -85,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--levels {args.levels} needs --activation clip and a budget >= 1 spike")
     from brian2 import second
 
-    from bioconv.units import parse_rate, parse_time
+    from bioconv.units import parse_quantity, parse_rate, parse_time
 
     softlif = None
     if args.activation == "softlif":
@@ -94,10 +97,12 @@ def run(args: argparse.Namespace) -> int:
         softlif = {"tau_rc": float(parse_time(args.tau_m) / second),
                    "tau_ref": float(parse_time(args.refractory, allow_zero=True) / second),
                    "amplitude": float(1.0 / (parse_rate(args.rate_scale) * second)),
-                   "smoothing": float(args.smoothing)}
-    elif (args.tau_m, args.refractory, args.rate_scale, args.smoothing, args.max_rate) != ("20ms", "2ms", "50Hz", 0.05,
-                                                                                         None):
-        raise ValueError("--tau-m, --refractory, --rate-scale, --smoothing and --max-rate belong to --activation softlif")
+                   "smoothing": float(args.smoothing),
+                   "noise_hz": float(parse_quantity(args.rate_noise, "rate", allow_zero=True) * second)}
+    elif (args.tau_m, args.refractory, args.rate_scale, args.smoothing, args.max_rate, args.rate_noise) != (
+            "20ms", "2ms", "50Hz", 0.05, None, "0Hz"):
+        raise ValueError("--tau-m, --refractory, --rate-scale, --smoothing, --max-rate and --rate-noise belong to "
+                         "--activation softlif")
     if args.max_rate is None and args.rate_penalty != 1.0:
         raise ValueError("--rate-penalty needs --max-rate")
     if not args.rate_penalty >= 0:
