@@ -83,14 +83,18 @@ def mark_rate_band(ax, axis: str = "x") -> None:
 
 
 #: one colour per normalization method (Okabe-Ito), in this order in every figure
-METHOD_ORDER: tuple[str, ...] = ("max", "robust", "spike", "mcr", "mcr-slope", "mcr-tf", "mcr-tf-slope", "mcr-tf-channel")
+METHOD_ORDER: tuple[str, ...] = ("max", "robust", "spike", "mcr", "mcr-slope", "mcr-tf", "mcr-tf-slope", "mcr-tf-channel",
+                                 "mcr-tf-slope-cv", "mcr-tf-channel-cv")
 METHOD_COLORS: dict[str, str] = {"max": "#E69F00", "robust": "#56B4E9", "spike": "#009E73", "mcr": "#0072B2",
                                  "mcr-slope": "#CC79A7", "mcr-tf": "#D55E00", "mcr-tf-slope": "#000000",
-                                 "mcr-tf-channel": "#7F7F7F"}
+                                 "mcr-tf-channel": "#7F7F7F", "mcr-tf-slope-cv": "#332288",
+                                 "mcr-tf-channel-cv": "#88CCEE"}
 METHOD_LABELS: dict[str, str] = {"max": "max-norm", "robust": "robust norm", "spike": "Spike-Norm",
                                  "mcr": "MCR-Norm", "mcr-slope": "MCR-Norm (ρ measured)", "mcr-tf": "MCR-TF",
                                  "mcr-tf-slope": "MCR-TF (ρ measured, β ≥ 0)",
-                                 "mcr-tf-channel": "MCR-TF (β ≥ 0 per channel)"}
+                                 "mcr-tf-channel": "MCR-TF (β ≥ 0 per channel)",
+                                 "mcr-tf-slope-cv": "MCR-TF (β ≥ 0), ties by potential",
+                                 "mcr-tf-channel-cv": "MCR-TF (β ≥ 0 per channel), ties by potential"}
 #: one colour per neuron model label of the studies
 NEURON_ORDER: tuple[str, ...] = ("IF-zero", "IF-sub", "LIF", "LIF-ref2", "SRM", "SRM-5")
 NEURON_COLORS: dict[str, str] = {"IF-zero": "#0072B2", "IF-sub": "#D55E00", "LIF": "#009E73",

@@ -19,9 +19,11 @@ from bioconv.atomic import atomic_path
 from bioconv.neurons import _check_time, time_field
 
 Coding = Literal["bernoulli", "poisson", "current"]
-Readout = Literal["count", "voltage", "integrate"]
+Readout = Literal["count", "count-voltage", "voltage", "integrate"]
 CODINGS: tuple[str, ...] = ("bernoulli", "poisson", "current")
-READOUTS: tuple[str, ...] = ("count", "voltage", "integrate")
+READOUTS: tuple[str, ...] = ("count", "count-voltage", "voltage", "integrate")
+#: readouts that need the output layer's readout variable at the end of each bin
+POTENTIAL_READOUTS: tuple[str, ...] = ("count-voltage", "voltage", "integrate")
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,9 @@ class SimConfig:
 
     ``bin`` is the width of the time bins in which output counts (and, for the voltage and
     integrating readouts, output membrane potentials) are sampled, giving accuracy vs time.
-    ``readout``: ``"count"`` (most output spikes), ``"voltage"`` (highest potential of the
+    ``readout``: ``"count"`` (most output spikes), ``"count-voltage"`` (most output spikes,
+    ties broken by the highest potential of the tied neurons, :func:`bioconv.stats.count_voltage_predictions`),
+    ``"voltage"`` (highest potential of the
     spiking output neurons, which still fire and reset) or ``"integrate"`` (the output layer
     is a non-spiking, non-leaky integrator of its synaptic input and bias,
     :func:`bioconv.models.readout_dynamics`; its potential is the class score).
@@ -102,7 +106,8 @@ class SimResult:
     output_counts : int array (n_images, n_bins, n_classes)
         Cumulative output spike counts at the end of each time bin.
     output_v : float array (n_images, n_bins, n_classes) or None
-        Output membrane potential at the end of each bin (voltage readout).
+        Output readout variable (membrane potential) at the end of each bin (``count-voltage``,
+        ``voltage`` and ``integrate`` readouts).
     labels : int array (n_images,)
     spike_times : dict layer name -> (image, neuron, t_ms) arrays, for ``config.record_times``.
     layer_bin_counts : dict layer name -> int array (n_images, n_bins)
@@ -134,15 +139,21 @@ class SimResult:
 
         Count readout: argmax of cumulative output spikes (lowest index wins ties);
         an image whose output layer has not spiked yet is predicted ``-1`` (wrong).
+        Count-voltage readout: most spikes, ties broken by the potential
+        (:func:`bioconv.stats.count_voltage_predictions`; ``-1`` if still tied).
         Voltage readout: argmax of the output membrane potential of the (spiking, resetting)
         output neurons. Integrating readout: argmax of the potential of non-spiking output
         neurons that integrate their input without reset (their count is always 0).
         """
         readout = readout or self.config.readout
-        if readout in ("voltage", "integrate"):
+        if readout in POTENTIAL_READOUTS:
             if self.output_v is None:
-                raise ValueError("this result has no membrane potentials; simulate with readout='voltage' or "
-                                 "'integrate'")
+                raise ValueError(f"this result has no membrane potentials; simulate with readout in "
+                                 f"{POTENTIAL_READOUTS}")
+            if readout == "count-voltage":
+                from bioconv.stats import count_voltage_predictions
+
+                return count_voltage_predictions(self.output_counts, self.output_v)
             return np.argmax(self.output_v, axis=-1)
         pred = np.argmax(self.output_counts, axis=-1)
         return np.where(self.output_counts.max(axis=-1) > 0, pred, -1)

@@ -115,6 +115,24 @@ def count_predictions(output_counts: np.ndarray) -> np.ndarray:
     return np.where((n_top == 1) & (top[..., 0] > 0), pred, -1)
 
 
+def count_voltage_predictions(output_counts: np.ndarray, output_v: np.ndarray) -> np.ndarray:
+    """Class per image (and bin): most output spikes, ties broken by the highest potential.
+
+    The spiking output layer's decision with its sub-threshold state as the tie-break: among
+    the classes with the top count, the one whose readout variable (membrane potential) is
+    highest at the end of the bin wins. A silent output layer is an all-class tie, decided by
+    the potentials. ``-1`` (wrong) only if count and potential are both tied.
+    """
+    counts, v = np.asarray(output_counts), np.asarray(output_v, dtype=float)
+    if counts.shape != v.shape:
+        raise ValueError(f"output counts {counts.shape} and potentials {v.shape} differ in shape")
+    top = counts == counts.max(axis=-1, keepdims=True)
+    v_top = np.where(top, v, -np.inf)
+    best = v_top.max(axis=-1, keepdims=True)
+    n_best = (v_top == best).sum(axis=-1)
+    return np.where(n_best == 1, np.argmax(v_top, axis=-1), -1)
+
+
 def tie_fraction(output_counts: np.ndarray) -> np.ndarray:
     """Fraction of images whose top output count is shared by two or more classes (silent outputs excluded)."""
     counts = np.asarray(output_counts)

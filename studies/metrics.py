@@ -4,7 +4,8 @@ Metrics written into every network table:
 
 * **readout** — spike counts at the end of T (fixed in advance); an image whose top output
   count is tied (or whose output is silent) counts as wrong (:func:`bioconv.stats.count_predictions`);
-  ``tie_fraction`` reports how often that happens. The best accuracy over time is stored as
+  ``tie_fraction`` reports how often that happens (with the count-voltage readout: how often count
+  and potential are both tied). The best accuracy over time is stored as
   ``best_accuracy_over_time`` (chosen on the test images: optimistic, labelled as such).
 * **intervals** — ``snn_ci_low``/``snn_ci_high`` and ``ann_ci_*``: Wilson 95 % over the
   ``n_images`` images of the one input-spike seed of the config (figures pool seeds with the
@@ -55,10 +56,12 @@ def fan_out(graph) -> dict[str, np.ndarray]:
 
 def predictions_vs_time(result) -> np.ndarray:
     """(n_images, n_bins) predictions; count readout with ties and silence as ``-1`` (wrong); the voltage
-    and integrating readouts take the highest output potential."""
+    and integrating readouts take the highest output potential, the count-voltage readout breaks count
+    ties by it."""
+    from bioconv.simulation import POTENTIAL_READOUTS
     from bioconv.stats import count_predictions
 
-    if result.config.readout in ("voltage", "integrate"):
+    if result.config.readout in POTENTIAL_READOUTS:
         return result.predictions(result.config.readout)
     return count_predictions(result.output_counts)
 
@@ -147,8 +150,11 @@ def summarize(result, graph, x: np.ndarray, ann_correct: Optional[np.ndarray] = 
     table["snn_accuracy"] = float(acc[-1])
     table["snn_ci_low"], table["snn_ci_high"] = lo, hi
     table["accuracy_at_ms"] = float(t_ms[-1])
-    # ties of spike counts; potentials (voltage and integrating readouts) do not tie
-    table["tie_fraction"] = float(tie_fraction(result.output_counts[:, -1, :])) if result.config.readout == "count" else 0.0
+    # images lost to a tie: of spike counts (count readout); of count and potential (count-voltage, whose
+    # count ties the potential breaks); potentials alone (voltage and integrating readouts) do not tie
+    readout = result.config.readout
+    table["tie_fraction"] = (float(tie_fraction(result.output_counts[:, -1, :])) if readout == "count" else
+                             float((pred[:, -1] < 0).mean()) if readout == "count-voltage" else 0.0)
     best = int(np.argmax(acc))
     table["best_accuracy_over_time"] = float(acc[best])
     table["best_accuracy_t_ms"] = float(t_ms[best])

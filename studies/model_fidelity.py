@@ -9,7 +9,10 @@ with measured slopes (``rho_from_slope``, the pipeline's default; variants ``mcr
 with one offset per output channel (``mcr-tf-channel``), and the last two also with MCR-TF's
 earlier default of at most 4 fit rounds per layer instead of 10 (``-4``), plus the default
 run with a non-spiking integrating output layer where the spiking one misses its target
-(``mcr-tf-slope-integrate``, :data:`INTEGRATE`), all calibrated
+(``mcr-tf-slope-integrate``, :data:`INTEGRATE`), and the defaults with one offset per layer and
+per channel read out with the spiking output's count ties broken by the potential
+(``readout="count-voltage"``, variants ``mcr-tf-slope-cv`` and ``mcr-tf-channel-cv``,
+:data:`COUNT_VOLTAGE`), all calibrated
 at the simulation time step on 50 training images of 300 ms, and simulated on the first 1000
 MNIST test images with three input-spike seeds. Reported per combination and method: the
 source ANN's and the SNN's accuracy at the fixed T with 95 % intervals (bootstrap over images
@@ -58,7 +61,7 @@ METHODS: dict[str, tuple[str, bool, str, str, int | None]] = {
 #: variants left out of the quick (CI) grid
 FULL_ONLY = ("mcr-tf-slope", "mcr-tf-channel", "mcr-tf-slope-4", "mcr-tf-channel-4")
 #: variants drawn in the figure (all are in the tables)
-PLOTTED = ("mcr", "mcr-tf", "mcr-slope", "mcr-tf-slope", "mcr-tf-channel")
+PLOTTED = ("mcr", "mcr-tf", "mcr-slope", "mcr-tf-slope", "mcr-tf-channel", "mcr-tf-slope-cv", "mcr-tf-channel-cv")
 TAU_SYN_MS = 5.0
 #: SRM refractory-kernel sweep (τ_s = 5 ms, 200 Hz, T = 300 ms): neuron label → τ_r in ms
 SRM_TAU_R_MS: dict[str, float] = {"SRM-5-r2": 2.0, "SRM-5": 5.0, "SRM-5-r10": 10.0, "SRM-5-r20": 20.0,
@@ -68,6 +71,11 @@ SRM_TAU_R_MS: dict[str, float] = {"SRM-5-r2": 2.0, "SRM-5": 5.0, "SRM-5-r10": 10
 #: (max rate Hz, T ms, neuron label, synapse)
 INTEGRATE: tuple[tuple[float, float, str, str], ...] = ((200.0, 300.0, "LIF-ref2", "alpha"), (200.0, 300.0, "SRM-5-r10", "delta"),
                                                          (50.0, 1000.0, "LIF-ref2", "alpha"))
+#: variants simulated again with the count-voltage readout (spiking output layer, count ties broken by the
+#: potential; the conversion is the base variant's, cached): new variant label → base variant. They run on
+#: every combination of :data:`GRIDS` and on :data:`COUNT_VOLTAGE_SRM`.
+COUNT_VOLTAGE: dict[str, str] = {"mcr-tf-slope-cv": "mcr-tf-slope", "mcr-tf-channel-cv": "mcr-tf-channel"}
+COUNT_VOLTAGE_SRM = "SRM-5-r10"
 #: the variant the sweep draws (the pipeline's defaults); it also runs the 4-round one
 SWEEP_VARIANT = "mcr-tf-slope"
 SWEEP_VARIANTS = ("mcr-tf-slope", "mcr-tf-slope-4")
@@ -110,6 +118,12 @@ def grid(quick: bool = False) -> list[dict]:
         for rate, t_ms, neuron, synapse in INTEGRATE:  # the conversion is the default's (cached), the readout differs
             cfg = _config(rate, t_ms, neuron, synapse, "mcr-tf-slope", quick)
             configs.append({**cfg, "readout": "integrate", "variant": "mcr-tf-slope-integrate"})
+        combos = [(rate, t_ms, neuron, synapse) for rate, t_ms, c in GRIDS for neuron, synapse in c]
+        combos.append((200.0, 300.0, COUNT_VOLTAGE_SRM, "delta"))
+        for rate, t_ms, neuron, synapse in combos:
+            for variant, base in COUNT_VOLTAGE.items():
+                cfg = _config(rate, t_ms, neuron, synapse, base, quick)
+                configs.append({**cfg, "readout": "count-voltage", "variant": variant})
     return common.with_seeds(configs, quick)
 
 
@@ -169,9 +183,10 @@ def plot(table: pd.DataFrame, outdir) -> list:
         part = main[main.rate_hz == rate]
         combos = list(dict.fromkeys(zip(part.neuron, part.synapse)))
         present = [m for m in PLOTTED if m in set(part.method)]
+        step = min(0.18, 0.84 / max(len(present), 1))
         for k, method in enumerate(present):
             rows = part[part.method == method].set_index(["neuron", "synapse"]).reindex(combos)
-            _loss_bars(ax, rows, np.arange(len(combos)) + (k - (len(present) - 1) / 2) * 0.18, method,
+            _loss_bars(ax, rows, np.arange(len(combos)) + (k - (len(present) - 1) / 2) * step, method,
                        METHOD_LABELS[method])
         ax.axhline(0.0, color="k", lw=0.6)
         ax.set_yscale("symlog", linthresh=1.0)  # losses of 0.1 points and of 70 points on one axis

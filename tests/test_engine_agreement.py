@@ -78,6 +78,7 @@ def test_tiny_exact_vs_runtime(mnist, neuron, synapse, propagation):
     assert fraction == 1.0
     np.testing.assert_array_equal(ref.output_counts, got.output_counts)
     np.testing.assert_array_equal(ref.output_v, got.output_v)  # the same float64 arithmetic, bit for bit
+    np.testing.assert_array_equal(ref.predictions("count-voltage"), got.predictions("count-voltage"))
     # spikes per layer and time bin (PopulationRateMonitor in Brian2) agree and add up to the counts
     for name in ref.counts:
         np.testing.assert_array_equal(ref.layer_bin_counts[name], got.layer_bin_counts[name])

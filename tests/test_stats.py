@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from bioconv.stats import (accuracy_row, bootstrap_accuracy, count_predictions, mcnemar, tie_fraction,
-                           wilson_interval)
+from bioconv.stats import (accuracy_row, bootstrap_accuracy, count_predictions, count_voltage_predictions, mcnemar,
+                           tie_fraction, wilson_interval)
 
 
 @pytest.mark.parametrize("k,n", [(0, 10), (3, 10), (987, 1000), (1000, 1000), (50, 300)])
@@ -51,6 +51,19 @@ def test_ties_and_silence_count_as_wrong():
     assert tie_fraction(counts) == pytest.approx(2 / 5)
     # per time bin: (images, bins, classes)
     assert count_predictions(counts[:, None, :].repeat(2, axis=1)).shape == (5, 2)
+
+
+def test_count_voltage_breaks_count_ties_by_the_potential():
+    counts = np.array([[3, 1, 0], [2, 2, 0], [0, 0, 0], [0, 5, 5], [1, 1, 0], [4, 3, 3]])
+    v = np.array([[0.1, 0.9, 0.9], [0.2, 0.7, 0.99], [0.1, -0.2, 0.3], [0.9, 0.4, 0.6], [0.3, 0.3, 0.9],
+                  [0.0, 0.9, 0.9]])
+    # a higher count wins whatever the potential; a potential decides only among the tied top counts
+    # (class 2's 0.99 in row 1 and class 0's 0.9 in row 3 are not among them); a silent layer is
+    # decided by all potentials; a tie in count and potential stays -1 (wrong)
+    assert count_voltage_predictions(counts, v).tolist() == [0, 1, 2, 2, -1, 0]
+    assert count_voltage_predictions(counts[:, None, :], v[:, None, :]).shape == (6, 1)
+    with pytest.raises(ValueError, match="differ in shape"):
+        count_voltage_predictions(counts, v[:, :2])
 
 
 def test_bootstrap_covers_the_mean_and_shrinks_with_n():

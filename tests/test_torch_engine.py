@@ -98,6 +98,13 @@ def test_shapes_and_readouts(tiny, mnist_small):
     np.testing.assert_array_equal(np.bincount(img * 10 + nrn, minlength=50).reshape(5, 10), res.counts["l4"])
     assert t_ms.min() >= 0 and t_ms.max() < 40
     assert res.predictions().shape == (5, 4)
+    # the count-voltage readout records the same potentials (fused kernel and event path)
+    for propagation in ("auto", "event"):
+        cv = te.simulate(tiny.with_models(neuron=IF(), synapse=Delta()), x[:5], y[:5],
+                         SimConfig(duration=40 * ms, bin=10 * ms, readout="count-voltage"), batch_size=2,
+                         progress=False, propagation=propagation)
+        np.testing.assert_array_equal(cv.output_v, res.output_v)
+        np.testing.assert_array_equal(cv.predictions(), res.predictions("count-voltage"))
     assert len(res.to_table()) == 5 * len(res.counts)
 
 

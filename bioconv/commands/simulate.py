@@ -20,6 +20,10 @@ import time
 import numpy as np
 
 
+#: what the accuracy line says about each readout's rule
+READOUT_NOTES = {"count": ", ties counted wrong", "count-voltage": ", count ties broken by the potential"}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("net", help="converted graph file (.bcv) written by `bioconv convert`")
     parser.add_argument("--engine", choices=["brian2", "torch"], default="brian2", help="simulator (default brian2)")
@@ -37,8 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dt", default="1ms", help="time step (default 1ms)")
     parser.add_argument("--bin", default=None, help="width of the accuracy-vs-time bins (default: dt)")
     parser.add_argument("--coding", choices=["bernoulli", "poisson", "current"], default="bernoulli")
-    parser.add_argument("--readout", choices=["count", "voltage", "integrate"], default="count",
-                        help="count: most output spikes; integrate: non-spiking integrating output layer, highest "
+    parser.add_argument("--readout", choices=["count", "count-voltage", "voltage", "integrate"], default="count",
+                        help="count: most output spikes (ties wrong); count-voltage: most output spikes, ties broken "
+                             "by the highest potential; integrate: non-spiking integrating output layer, highest "
                              "potential wins; voltage: highest potential of the spiking output neurons (default count)")
     parser.add_argument("--record-times", nargs="*", default=[], metavar="LAYER", help="layers whose spike times are kept")
     parser.add_argument("--workers", type=int, default=1, help="binaries (brian2 standalone) run in parallel (default 1)")
@@ -108,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     test = mcnemar(ann_ok, snn_ok)
     print(f"ANN accuracy  {100 * ann_acc:6.2f} %  [{100 * alo:.2f}, {100 * ahi:.2f}] ({ann_label})")
     print(f"SNN accuracy  {100 * snn_acc:6.2f} %  [{100 * slo:.2f}, {100 * shi:.2f}] (readout {args.readout} at "
-          f"T = {args.duration}{', ties counted wrong' if args.readout == 'count' else ''}; Wilson 95 %)")
+          f"T = {args.duration}{READOUT_NOTES.get(args.readout, '')}; Wilson 95 %)")
     print(f"conversion loss {100 * (ann_acc - snn_acc):.2f} points; only the ANN right on {test.b}, only the SNN on "
           f"{test.c} of {len(ds)} images (McNemar exact p = {test.p_exact:.3g})")
     acc_t = result.accuracy_vs_time()

@@ -54,7 +54,7 @@ from bioconv.engines.brian2_build import (Plan, build_network, input_arrays, par
                                            placeholder_inputs)
 from bioconv.engines.brian2_conv import effective_conv_mode
 from bioconv.engines.brian2_conv import preflight as conv_preflight
-from bioconv.simulation import SimConfig, SimResult, concat_results
+from bioconv.simulation import POTENTIAL_READOUTS, SimConfig, SimResult, concat_results
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def _assemble(plan: Plan, arrays: dict[str, np.ndarray], n: int, labels: np.ndar
                       arrays[f"final:{plan.output.name}:spike_count"].reshape(1, n_out)]).astype(np.int64)
     output_counts = (bins[1:].reshape(B, nb, n_out) - bins[0:B * nb:nb][:, None, :])[:n]
     output_v = None
-    if cfg.readout in ("voltage", "integrate"):
+    if cfg.readout in POTENTIAL_READOUTS:
         neuron = plan.graph.neuron_for(plan.output.name)
         if cfg.readout == "integrate":
             from bioconv.models import readout_neuron

@@ -55,6 +55,7 @@ from bioconv import projections as pj
 from bioconv.connectivity import Connectivity, GatedMaxPool
 from bioconv.engines.brian2_conv import check_conv_mode, conv_pathway, is_procedural, kernel_weights, synapse_equivalents
 from bioconv.models.dynamics import brian2_schedule
+from bioconv.simulation import POTENTIAL_READOUTS
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +320,7 @@ def build_network(plan: Plan, values: dict[str, np.ndarray]) -> Built:
     out_group = objects[plan.output.name]
     outputs["bins"] = (StateMonitor(out_group, "spike_count", record=True, dt=cfg.bin, when="start", order=-1,
                                     name="out_bin_mon"), "spike_count")
-    if cfg.readout in ("voltage", "integrate"):
+    if cfg.readout in POTENTIAL_READOUTS:
         neuron = graph.neuron_for(plan.output.name)
         if cfg.readout == "integrate":
             from bioconv.models import readout_neuron

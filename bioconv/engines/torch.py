@@ -62,7 +62,7 @@ from tqdm.auto import tqdm
 from bioconv import encoding, ir
 from bioconv.engines import torch_models as tm
 from bioconv.engines.torch_plan import LayerPlan, Propagation, compile_graph
-from bioconv.simulation import SimConfig, SimResult
+from bioconv.simulation import POTENTIAL_READOUTS, SimConfig, SimResult
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ def simulate_batch(
     bias0 = _first_layer_bias(plans, graph, rates, signs, dtype, device) if config.coding == "current" else None
     t_encode = time.perf_counter()
     counts, spike_times, bin_counts = {}, {}, {}
-    v_steps = list(range(spb - 1, n_steps, spb)) if config.readout in ("voltage", "integrate") else []
+    v_steps = list(range(spb - 1, n_steps, spb)) if config.readout in POTENTIAL_READOUTS else []
     out_v = None
     with torch.inference_mode():
         for k, plan in enumerate(plans):
@@ -263,7 +263,7 @@ def _simulate_fused(graph: ir.Graph, images: np.ndarray, labels: np.ndarray, con
 
     t0 = time.perf_counter()
     net = fused.FusedNetwork(graph, config, np.dtype(dtype))
-    out = fused.Outputs(net, len(images), config.n_bins, config.readout in ("voltage", "integrate"), config.record_times)
+    out = fused.Outputs(net, len(images), config.n_bins, config.readout in POTENTIAL_READOUTS, config.record_times)
     timings = {"build_s": time.perf_counter() - t0, "encode_s": 0.0}
     starts = range(0, len(images), int(batch_size))
     t_run = time.perf_counter()
