@@ -210,6 +210,9 @@ def test_cli_convert_exposes_neuron_parameters_and_simulate_reports_loss_against
     assert main(["simulate", str(out), "--engine", "torch", "--n", "20", "--duration", "20ms"]) == 0
     text = capsys.readouterr().out
     assert "(source ANN)" in text and "conversion loss" in text
+    assert main(["simulate", str(out), "--engine", "torch", "--n", "20", "--duration", "20ms",
+                 "--readout", "count-voltage"]) == 0
+    assert "count ties broken by the potential" in capsys.readouterr().out
 
 
 def test_zoo_bn_cnn_folds_batch_norm_exactly(tmp_path, mnist_dir):

@@ -10,6 +10,7 @@ a tidy table (one row per image x layer) to --out.
 examples:
   bioconv simulate runs/cnn7.bcv --device cpp --n 1000 --workers 2 --out results/cnn7-cpp.parquet
   bioconv simulate runs/cnn7.bcv --engine torch --n 10000 --duration 100ms --coding poisson
+  bioconv simulate runs/cnn7-lif.bcv --engine torch --duration 300ms --readout count-voltage
 """
 
 from __future__ import annotations
