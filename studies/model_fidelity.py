@@ -211,7 +211,8 @@ def plot(table: pd.DataFrame, outdir) -> list:
     caption(fig, common.network_label(table), "IF, LIF (tau_m 20 ms, ref 2 ms), SRM (tau_s 5 ms; tau_r 5 ms, "
             "swept in the last panel); alpha tau_s 5 ms",
             "MCR-Norm vs MCR-TF (first run up to 4 fit rounds, defaults up to 10), slopes assumed or "
-            "measured, calibrated at the simulation dt",
+            "measured, calibrated at the simulation dt; spike-count readout, ties wrong (\"ties by potential\": "
+            "count ties broken by the output potential)",
             int(s.snn_n_images.iloc[0]), int(s.snn_n_seeds.iloc[0]),
             "95 % CI of the SNN accuracy (bootstrap over images and seeds)")
     return save_figure(fig, s, outdir, "fig11_model_fidelity")
