@@ -39,6 +39,7 @@ NEURONS = {
     "LIF": ("lif", {"tau_m_ms": 20.0, "reset": "zero"}),
     "SRM": ("srm", {"tau_s_ms": 1.0, "tau_r_ms": 1.0}),
     "LIF-ref2": ("lif", {"tau_m_ms": 20.0, "reset": "zero", "refractory_ms": 2.0}),
+    "LIF-sub-ref2": ("lif", {"tau_m_ms": 20.0, "reset": "subtract", "refractory_ms": 2.0}),
     "SRM-5": ("srm", {"tau_s_ms": 5.0, "tau_r_ms": 5.0}),
     **{f"SRM-5-r{t:g}": ("srm", {"tau_s_ms": 5.0, "tau_r_ms": t}) for t in (2.0, 10.0, 20.0, 50.0)},
 }

@@ -154,7 +154,7 @@ def summarize(result, graph, x: np.ndarray, ann_correct: Optional[np.ndarray] = 
     # count ties the potential breaks); potentials alone (voltage and integrating readouts) do not tie
     readout = result.config.readout
     table["tie_fraction"] = (float(tie_fraction(result.output_counts[:, -1, :])) if readout == "count" else
-                             float((pred[:, -1] < 0).mean()) if readout == "count-voltage" else 0.0)
+                             float((pred < 0).mean()) if readout == "count-voltage" else 0.0)
     best = int(np.argmax(acc))
     table["best_accuracy_over_time"] = float(acc[best])
     table["best_accuracy_t_ms"] = float(t_ms[best])

@@ -76,6 +76,12 @@ INTEGRATE: tuple[tuple[float, float, str, str], ...] = ((200.0, 300.0, "LIF-ref2
 #: every combination of :data:`GRIDS` and on :data:`COUNT_VOLTAGE_SRM`.
 COUNT_VOLTAGE: dict[str, str] = {"mcr-tf-slope-cv": "mcr-tf-slope", "mcr-tf-channel-cv": "mcr-tf-channel"}
 COUNT_VOLTAGE_SRM = "SRM-5-r10"
+#: the LIF of :data:`GRIDS` (τ_m 20 ms, 2 ms refractory) with reset by subtraction instead of to zero:
+#: (max rate Hz, T ms, neuron label, synapse), each with :data:`RESET_SUBTRACT_VARIANTS`
+RESET_SUBTRACT: tuple[tuple[float, float, str, str], ...] = (
+    (200.0, 300.0, "LIF-sub-ref2", "delta"), (200.0, 300.0, "LIF-sub-ref2", "alpha"), (50.0, 1000.0, "LIF-sub-ref2", "alpha"))
+#: MCR-Norm and the default MCR-TF, with the count readout; the ``-cv`` variant re-reads the latter by count-voltage
+RESET_SUBTRACT_VARIANTS = ("mcr", "mcr-tf-slope", "mcr-tf-slope-cv")
 #: the variant the sweep draws (the pipeline's defaults); it also runs the 4-round one
 SWEEP_VARIANT = "mcr-tf-slope"
 SWEEP_VARIANTS = ("mcr-tf-slope", "mcr-tf-slope-4")
@@ -124,6 +130,13 @@ def grid(quick: bool = False) -> list[dict]:
             for variant, base in COUNT_VOLTAGE.items():
                 cfg = _config(rate, t_ms, neuron, synapse, base, quick)
                 configs.append({**cfg, "readout": "count-voltage", "variant": variant})
+        for rate, t_ms, neuron, synapse in RESET_SUBTRACT:
+            for variant in RESET_SUBTRACT_VARIANTS:
+                if variant in COUNT_VOLTAGE:
+                    cfg = _config(rate, t_ms, neuron, synapse, COUNT_VOLTAGE[variant], quick)
+                    configs.append({**cfg, "readout": "count-voltage", "variant": variant})
+                else:
+                    configs.append(_config(rate, t_ms, neuron, synapse, variant, quick))
     return common.with_seeds(configs, quick)
 
 
@@ -208,8 +221,8 @@ def plot(table: pd.DataFrame, outdir) -> list:
     # the legend sits below the last panel, whose x axis has no rotated tick labels
     handles, labels = axes[0][0].get_legend_handles_labels()  # every variant is in the 200 Hz panel
     legend_outside(axes[0][-1], loc="below", ncol=1, fontsize=5.5, offset=-0.3, handles=handles, labels=labels)
-    caption(fig, common.network_label(table), "IF, LIF (tau_m 20 ms, ref 2 ms), SRM (tau_s 5 ms; tau_r 5 ms, "
-            "swept in the last panel); alpha tau_s 5 ms",
+    caption(fig, common.network_label(table), "IF, LIF (tau_m 20 ms, ref 2 ms; reset to zero, LIF-sub: by subtraction), SRM (tau_s 5 ms; "
+            "tau_r 5 ms, swept in the last panel); alpha tau_s 5 ms",
             "MCR-Norm vs MCR-TF (first run up to 4 fit rounds, defaults up to 10), slopes assumed or "
             "measured, calibrated at the simulation dt; spike-count readout, ties wrong (\"ties by potential\": "
             "count ties broken by the output potential)",

@@ -128,6 +128,33 @@ def test_potential_readouts_predict_from_the_output_potential_not_from_counts():
     np.testing.assert_array_equal(predictions_vs_time(result)[:, -1], [-1, -1])  # count readout: silent = wrong
 
 
+def test_summarize_counts_ties_by_each_readouts_rule():
+    """tie_fraction: ties of the top count (count readout); ties of count and potential (count-voltage)."""
+    from brian2 import ms
+
+    from bioconv.data import load_dataset
+    from bioconv.engines import torch as te
+    from bioconv.neurons import IF
+    from bioconv.simulation import SimConfig
+    from bioconv.stats import count_predictions, count_voltage_predictions, tie_fraction
+    from bioconv.synapses import Delta
+    from engine_helpers import random_graph, scale_to_spike
+    from studies.metrics import summarize
+
+    ds = load_dataset("mnist", "test")
+    x, y = ds.images[:6], ds.labels[:6]
+    graph = scale_to_spike(random_graph("tiny", seed=3), x, target=0.8).with_models(neuron=IF(), synapse=Delta())
+    for readout in ("count", "count-voltage"):
+        res = te.simulate(graph, x, y, SimConfig(duration=20 * ms, bin=10 * ms, readout=readout), progress=False)
+        table = summarize(res, graph, x)
+        counts = res.output_counts[:, -1]
+        pred = count_predictions(counts) if readout == "count" else count_voltage_predictions(counts, res.output_v[:, -1])
+        expected = tie_fraction(counts) if readout == "count" else float((pred < 0).mean())
+        assert table.tie_fraction.iloc[0] == pytest.approx(expected)
+        np.testing.assert_array_equal(table[table.layer == "input"].prediction.to_numpy(), pred)
+    assert tie_fraction(counts) > 0  # 20 ms leaves ties of the count: the count-voltage rule decides them
+
+
 def test_latency_definition():
     """Time to a stable decision per image; no latency for a network that does not classify."""
     from studies.metrics import decision_times_ms, first_spike_ms, latency_ms
@@ -309,6 +336,23 @@ def test_model_fidelity_compares_mcr_and_mcr_tf_on_the_same_images(quick_env):
     assert (s.snn_ci_low <= s.snn_accuracy).all() and (s.snn_accuracy <= s.snn_ci_high).all()
     np.testing.assert_allclose(s.loss_pct, 100 * (s.ann_accuracy - s.snn_accuracy))
     assert any(c.startswith("max_hz_") for c in s.columns)
+
+
+def test_model_fidelity_full_grid_has_the_lif_with_reset_by_subtraction():
+    from brian2 import ms
+    from studies import common, model_fidelity
+
+    sub = [c for c in model_fidelity.grid(quick=False) if c["neuron"] == "LIF-sub-ref2"]
+    runs = {(c["rate_hz"], c["synapse"], c.get("variant", c["method"]), c.get("readout", "count")) for c in sub}
+    assert runs == {(rate, syn, variant, "count-voltage" if variant.endswith("-cv") else "count")
+                    for rate, _, _, syn in model_fidelity.RESET_SUBTRACT for variant in model_fidelity.RESET_SUBTRACT_VARIANTS}
+    assert len(sub) == len(runs) * len(common.seeds(False))
+    spec = common.conversion_spec(sub[0])
+    assert spec.neuron == "lif" and spec.reset == "subtract" and abs(float(spec.refractory / ms) - 2.0) < 1e-12
+    cv = next(c for c in sub if c.get("variant") == "mcr-tf-slope-cv")
+    base = next(c for c in sub if c.get("variant") == "mcr-tf-slope" and c["synapse"] == cv["synapse"]
+                and c["rate_hz"] == cv["rate_hz"])
+    assert common.conversion_spec(cv) == common.conversion_spec(base)  # one conversion, read two ways
 
 
 @pytest.mark.slow
