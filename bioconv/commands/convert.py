@@ -41,7 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dataset of a --model (checkpoints of `bioconv train` record theirs)")
     parser.add_argument("--norm", default="mcr", help=f"normalization method: {', '.join(METHODS)} (default mcr)")
     parser.add_argument("--neuron", default="if", choices=("if", "lif", "srm"), help="neuron model (default if)")
-    parser.add_argument("--reset", default="zero", choices=("zero", "subtract"), help="IF/LIF reset (default zero)")
+    parser.add_argument("--reset", default="zero", choices=("zero", "subtract"),
+                        help="IF/LIF reset (default zero). On cnn7 with mcr-tf the LIF with alpha synapses at 200 Hz "
+                             "converted best with subtract, the LIF with delta synapses with zero (figures/README.md, "
+                             "Fig. 11)")
     parser.add_argument("--tau-m", default="20ms", help="LIF membrane time constant (default 20ms)")
     parser.add_argument("--refractory", default="0ms", help="IF/LIF absolute refractory period (default 0ms)")
     parser.add_argument("--synapse", default="delta", choices=("delta", "alpha", "exponential"),
