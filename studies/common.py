@@ -392,6 +392,6 @@ def config_label(row) -> str:
     return f"{row['method']}, {row['neuron']}, {row['synapse']}"
 
 
-def layer_response(graph, result, cfg: dict, bins: int = 20) -> pd.DataFrame:
+def layer_response(graph, result, cfg: dict, bins: int = 20, active_only: bool = False) -> pd.DataFrame:
     """:func:`studies.metrics.response_table` for a config's test images and graph."""
-    return response_table(normalized_activations(graph, cfg), result, graph.meta["normalization"], bins)
+    return response_table(normalized_activations(graph, cfg), result, graph.meta["normalization"], bins, active_only)

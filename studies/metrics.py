@@ -175,30 +175,38 @@ def summarize(result, graph, x: np.ndarray, ann_correct: Optional[np.ndarray] = 
     return table
 
 
-def response_table(acts: dict[str, np.ndarray], result, norm: dict, bins: int = 20) -> pd.DataFrame:
+def response_table(acts: dict[str, np.ndarray], result, norm: dict, bins: int = 20,
+                   active_only: bool = False) -> pd.DataFrame:
     r"""Per layer: SNN rate vs normalized ANN activation ``acts`` (a/λ per layer), binned (``kind="curve"``), with the
     least-squares slope through the origin :math:`s = \sum r x / \sum x^2` (Hz per unit
     a/λ) and its ratio to the layer's target max rate (``norm`` = the graph's normalization
-    metadata; 1 = no degeneration)."""
+    metadata; 1 = no degeneration). ``active_only``: bin only the neurons the ANN activates
+    (a > 0), so the first bin holds weak activations rather than the many ANN-silent neurons, whose
+    mean rate is the column ``silent_rate_hz``."""
     edges = np.linspace(0.0, 1.0, bins + 1)
     rows = []
     for depth, (name, a) in enumerate(acts.items(), start=1):
         if name not in result.counts:
             continue
-        r = result.rates_hz(name).astype(float)
+        r = result.rates_hz(name).astype(float).ravel()
         x = np.clip(a, 0.0, None).ravel()
-        r = r.ravel()
+        silent = float(r[x <= 0].mean()) if np.any(x <= 0) else float("nan")
+        layer_max = float(r.max())
+        if active_only:
+            x, r = x[x > 0], r[x > 0]
         slope = float((r * x).sum() / max((x * x).sum(), 1e-300))
         target = float(norm["target_rate_hz"][name])
         idx = np.clip(np.digitize(x, edges) - 1, 0, bins - 1)
         n = np.bincount(idx, minlength=bins)
         mean = np.bincount(idx, weights=r, minlength=bins) / np.maximum(n, 1)
         sq = np.bincount(idx, weights=r * r, minlength=bins) / np.maximum(n, 1)
+        x_mean = np.bincount(idx, weights=x, minlength=bins) / np.maximum(n, 1)
         rows.append(pd.DataFrame({
             "kind": "curve", "layer": name, "depth": depth, "x": 0.5 * (edges[:-1] + edges[1:]),
-            "n": n, "mean_rate_hz": np.where(n > 0, mean, np.nan),
+            "x_mean": np.where(n > 0, x_mean, np.nan), "n": n, "mean_rate_hz": np.where(n > 0, mean, np.nan),
             "sd_rate_hz": np.sqrt(np.maximum(sq - mean ** 2, 0.0)), "slope_hz": slope, "target_rate_hz": target,
-            "rel_slope": slope / target, "layer_max_rate_hz": float(r.max()),
+            "rel_slope": slope / target, "layer_max_rate_hz": layer_max,
+            "silent_rate_hz": silent,
         }))
     return pd.concat(rows, ignore_index=True)
 

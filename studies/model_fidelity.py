@@ -28,7 +28,11 @@ T = 1 s, the IF with reset to zero and the LIF with alpha synapses. Alpha synaps
 so τ_r sets both its rheobase (the drive at 200 Hz is only :math:`(e^{1/(200\,\mathrm{Hz}\,\tau_r)}+1)/
 (e^{1/(200\,\mathrm{Hz}\,\tau_r)}-1)` times the threshold: 2.2 at 5 ms, 4.1 at 10 ms, 8.0 at 20 ms)
 and how long it remembers upward fluctuations of its filtered input, which it rectifies.
-Figure ``fig11_model_fidelity`` and the table ``model_fidelity_summary.csv``.
+The LIF is also run with reset by subtraction (:data:`RESET_SUBTRACT`). Six combinations are run
+once more with the layer responses recorded (:data:`RESPONSE`, variant ``mcr-tf-slope-response``):
+each ANN-active neuron's rate against its ideal rate ρa/λ, binned, per hidden layer.
+Figures ``fig11_model_fidelity`` and ``fig11b_layer_response`` (:func:`response_summary`), and
+the table ``model_fidelity_summary.csv``.
 """
 
 from __future__ import annotations
@@ -82,6 +86,12 @@ RESET_SUBTRACT: tuple[tuple[float, float, str, str], ...] = (
     (200.0, 300.0, "LIF-sub-ref2", "delta"), (200.0, 300.0, "LIF-sub-ref2", "alpha"), (50.0, 1000.0, "LIF-sub-ref2", "alpha"))
 #: MCR-Norm and the default MCR-TF, with the count readout; the ``-cv`` variant re-reads the latter by count-voltage
 RESET_SUBTRACT_VARIANTS = ("mcr", "mcr-tf-slope", "mcr-tf-slope-cv")
+#: combinations whose layer responses (binned rate against ANN activation, every hidden layer) are
+#: recorded, with the default conversion (variant ``mcr-tf-slope-response``; 200 Hz, T = 300 ms)
+RESPONSE: tuple[tuple[str, str], ...] = (("IF-zero", "delta"), ("LIF-ref2", "delta"), ("LIF-ref2", "alpha"),
+                                         ("LIF-sub-ref2", "alpha"), ("SRM-5", "delta"), ("SRM-5-r10", "delta"))
+#: equal-width bins of a/λ (10 Hz of ideal rate at 200 Hz); only ANN-active neurons are binned
+RESPONSE_BINS = 20
 #: the variant the sweep draws (the pipeline's defaults); it also runs the 4-round one
 SWEEP_VARIANT = "mcr-tf-slope"
 SWEEP_VARIANTS = ("mcr-tf-slope", "mcr-tf-slope-4")
@@ -130,6 +140,8 @@ def grid(quick: bool = False) -> list[dict]:
             for variant, base in COUNT_VOLTAGE.items():
                 cfg = _config(rate, t_ms, neuron, synapse, base, quick)
                 configs.append({**cfg, "readout": "count-voltage", "variant": variant})
+        for neuron, synapse in RESPONSE:  # the conversion is the default's (cached); the run records responses
+            configs.append(_response_config(200.0, 300.0, neuron, synapse, "mcr-tf-slope", quick))
         for rate, t_ms, neuron, synapse in RESET_SUBTRACT:
             for variant in RESET_SUBTRACT_VARIANTS:
                 if variant in COUNT_VOLTAGE:
@@ -137,11 +149,20 @@ def grid(quick: bool = False) -> list[dict]:
                     configs.append({**cfg, "readout": "count-voltage", "variant": variant})
                 else:
                     configs.append(_config(rate, t_ms, neuron, synapse, variant, quick))
+    else:  # the quick grid records the responses of its one combination (conversion: its MCR-TF run's)
+        configs.append(_response_config(200.0, 100.0, "LIF-ref2", "alpha", "mcr-tf", quick))
     return common.with_seeds(configs, quick)
 
 
+def _response_config(rate: float, t_ms: float, neuron: str, synapse: str, base: str, quick: bool) -> dict:
+    return {**_config(rate, t_ms, neuron, synapse, base, quick), "variant": f"{base}-response", "response": True}
+
+
 def run_one(cfg: dict) -> pd.DataFrame:
-    table, _graph, _result = common.run_network(cfg)
+    table, graph, result = common.run_network(cfg)
+    if cfg.get("response"):
+        curves = common.layer_response(graph, result, cfg, bins=RESPONSE_BINS, active_only=True)
+        table = pd.concat([table, curves], ignore_index=True)
     return table
 
 
@@ -228,4 +249,51 @@ def plot(table: pd.DataFrame, outdir) -> list:
             "count ties broken by the output potential)",
             int(s.snn_n_images.iloc[0]), int(s.snn_n_seeds.iloc[0]),
             "95 % CI of the SNN accuracy (bootstrap over images and seeds)")
-    return save_figure(fig, s, outdir, "fig11_model_fidelity")
+    paths = save_figure(fig, s, outdir, "fig11_model_fidelity")
+    return paths + (plot_response(table, outdir) if (table.kind == "curve").any() else [])
+
+
+def response_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Binned layer responses pooled over input seeds: per (neuron, synapse, layer, bin of a/λ) the ideal
+    rate ρa/λ (Hz, at the bin's mean activation), the mean measured rate, the neurons × images × seeds
+    in the bin, and the mean rate of the ANN-silent neurons (``silent_rate_hz``)."""
+    c = table[table.kind == "curve"].assign(w_rate=lambda d: d.mean_rate_hz.fillna(0) * d.n,
+                                            w_x=lambda d: d.x_mean.fillna(0) * d.n)
+    by = ["rate_hz", "neuron", "synapse", "layer", "depth", "x"]
+    out = c.groupby(by, sort=False).agg(n=("n", "sum"), w_rate=("w_rate", "sum"), w_x=("w_x", "sum"),
+                                         target_rate_hz=("target_rate_hz", "first"),
+                                         silent_rate_hz=("silent_rate_hz", "mean")).reset_index()
+    out = out[out.n > 0]
+    out["ideal_rate_hz"] = out.w_x / out.n * out.target_rate_hz
+    out["mean_rate_hz"] = out.w_rate / out.n
+    return out.drop(columns=["w_rate", "w_x"])
+
+
+def plot_response(table: pd.DataFrame, outdir) -> list:
+    """Fig. 11b: measured against ideal rate of every hidden layer, one panel per combination."""
+    from bioconv.plotting import caption, figure, legend_outside, ordered_colors, save_figure
+
+    r = response_summary(table)
+    runs = table[(table.kind == "layer") & (table.layer == "input") & table.variant.fillna("").str.endswith("-response")]
+    combos = list(dict.fromkeys(zip(r.neuron, r.synapse)))
+    ncols = min(3, len(combos))
+    fig, axes = figure(ncols=ncols, nrows=-(-len(combos) // ncols), width=7.0, height=2.2 * -(-len(combos) // ncols))
+    colors = ordered_colors(r.depth.unique())
+    for ax, (neuron, synapse) in zip(axes.ravel(), combos):
+        part = r[(r.neuron == neuron) & (r.synapse == synapse)]
+        for layer, g in part.groupby("layer", sort=False):
+            ax.plot(g.ideal_rate_hz, g.mean_rate_hz, marker="o", ms=2, color=colors[float(g.depth.iloc[0])], label=layer)
+        top = float(part.target_rate_hz.max())
+        ax.plot([0, top], [0, top], color="k", ls=":", lw=0.8, label="ideal")
+        ax.set_title(f"{neuron}, {synapse}")
+        ax.set_xlabel("ideal rate ρa/λ (Hz)")
+        ax.set_ylabel("SNN rate (Hz)")
+    for ax in axes.ravel()[len(combos):]:
+        ax.set_visible(False)
+    legend_outside(axes.ravel()[ncols - 1], loc="right", fontsize=5.5)
+    caption(fig, common.network_label(table), "IF, LIF (tau_m 20 ms, ref 2 ms), SRM (tau_s 5 ms, tau_r as named); "
+            "alpha tau_s 5 ms", f"MCR-TF ({', '.join(sorted(set(runs.variant)))}), 200 Hz, T = "
+            f"{float(runs.duration_ms.iloc[0]):g} ms; ANN-active neurons "
+            f"binned in {RESPONSE_BINS} bins of a/λ, mean over neurons, images and seeds",
+            int(runs.image.nunique()), int(runs.seed.nunique()))
+    return save_figure(fig, r, outdir, "fig11b_layer_response")

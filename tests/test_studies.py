@@ -327,10 +327,20 @@ def test_model_fidelity_compares_mcr_and_mcr_tf_on_the_same_images(quick_env):
     table = pd.read_parquet(out / "model_fidelity-quick.parquet")
     s = model_fidelity.summary(table)
     lif = s[s.neuron == "LIF-ref2"]
-    assert set(lif.method) == {"mcr", "mcr-tf", "mcr-slope"} and len(lif) == 3  # variants: slopes assumed / measured
+    # variants: slopes assumed / measured; the MCR-TF conversion once more, recording the layer responses
+    assert set(lif.method) == {"mcr", "mcr-tf", "mcr-slope", "mcr-tf-response"} and len(lif) == 4
+    same = lif.set_index("method").loc[["mcr-tf", "mcr-tf-response"], ["snn_accuracy", "loss_pct"]]
+    np.testing.assert_array_equal(same.iloc[0], same.iloc[1])  # the same conversion, seeds and images
     srm = s[s.neuron != "LIF-ref2"]  # the SRM τ_r sweep: the pipeline's default only
     assert list(srm.method) == ["mcr-tf-slope"] and srm.tau_r_ms.tolist() == [10.0] and lif.tau_r_ms.isna().all()
     assert (out / "fig" / "fig11_model_fidelity.pdf").exists()
+    resp = model_fidelity.response_summary(table)
+    assert set(resp.layer) == {l for l in set(table[table.kind == "layer"].layer) if l != "input"}
+    assert (resp.ideal_rate_hz > 0).all()  # ANN-active neurons only; test activations may exceed λ (last bin)
+    assert resp.groupby("layer").ideal_rate_hz.apply(lambda v: v.is_monotonic_increasing).all()
+    assert (resp.mean_rate_hz >= 0).all() and resp.silent_rate_hz.notna().all()
+    pd.testing.assert_frame_equal(pd.read_csv(out / "fig" / "fig11b_layer_response.csv")[["layer", "n"]],
+                                  resp[["layer", "n"]].reset_index(drop=True), check_dtype=False)
     for col in ("snn_accuracy", "snn_ci_low", "snn_ci_high", "ann_accuracy", "loss_pct", "mcnemar_p"):
         assert s[col].notna().all(), col
     assert (s.snn_ci_low <= s.snn_accuracy).all() and (s.snn_accuracy <= s.snn_ci_high).all()
@@ -342,7 +352,10 @@ def test_model_fidelity_full_grid_has_the_lif_with_reset_by_subtraction():
     from brian2 import ms
     from studies import common, model_fidelity
 
-    sub = [c for c in model_fidelity.grid(quick=False) if c["neuron"] == "LIF-sub-ref2"]
+    full = model_fidelity.grid(quick=False)
+    sub = [c for c in full if c["neuron"] == "LIF-sub-ref2" and not c.get("response")]
+    responses = {(c["neuron"], c["synapse"]) for c in full if c.get("response")}
+    assert responses == set(model_fidelity.RESPONSE)
     runs = {(c["rate_hz"], c["synapse"], c.get("variant", c["method"]), c.get("readout", "count")) for c in sub}
     assert runs == {(rate, syn, variant, "count-voltage" if variant.endswith("-cv") else "count")
                     for rate, _, _, syn in model_fidelity.RESET_SUBTRACT for variant in model_fidelity.RESET_SUBTRACT_VARIANTS}
