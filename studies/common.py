@@ -90,6 +90,18 @@ def images(name: str, split: str, n: int, seed: Optional[int] = None) -> tuple[n
     return ds.images, ds.labels
 
 
+def test_images(cfg: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The config's test images and labels: ``n_images`` from test image ``image_offset`` (default 0) on.
+
+    An offset gives images disjoint from the first ones, on which a setting chosen there can be checked."""
+    offset = int(cfg.get("image_offset", 0))
+    x, y = images(cfg["dataset"], "test", offset + cfg["n_images"])
+    if len(x) < offset + cfg["n_images"]:
+        raise ValueError(f"the {cfg['dataset']} test set has {len(x)} images, fewer than image_offset "
+                         f"{offset} + n_images {cfg['n_images']}")
+    return x[offset:], y[offset:]
+
+
 def resolve_checkpoint(ckpt: str, dataset: str = "mnist", cache: Optional[Path] = None) -> Path:
     """``"auto"``: the shared trained cnn7 if present, else a quick ``tiny`` net trained here.
 
@@ -341,7 +353,7 @@ def simulate(graph, cfg: dict, duration_ms: Optional[float] = None):
     from bioconv.engines import simulate as engine_simulate
 
     torch.set_num_threads(torch_threads(cfg))
-    x, y = images(cfg["dataset"], "test", cfg["n_images"])
+    x, y = test_images(cfg)
     opts: dict[str, Any] = {}
     if cfg["engine"] == "brian2":
         opts = {"device": cfg.get("device", "runtime"), "target": cfg.get("target", "numpy")}
@@ -356,7 +368,7 @@ def simulate(graph, cfg: dict, duration_ms: Optional[float] = None):
 def ann_correct(cfg: dict) -> np.ndarray:
     """Per-image correctness of the unconverted ANN (numpy forward) on the config's test images."""
     ann = ann_graph(str(resolve_checkpoint(cfg["ckpt"], cfg["dataset"], cache_dir(cfg))))
-    x, y = images(cfg["dataset"], "test", cfg["n_images"])
+    x, y = test_images(cfg)
     out = ann.forward(x)[ann.layers[-1].name]
     return np.argmax(out.reshape(len(x), -1), axis=1) == y
 
@@ -365,7 +377,7 @@ def run_network(cfg: dict) -> tuple[pd.DataFrame, Any, Any]:
     """Convert (cached), simulate and summarize one network config: (table, graph, result)."""
     graph = converted_graph(cfg)
     result = simulate(graph, cfg)
-    x, _ = images(cfg["dataset"], "test", cfg["n_images"])
+    x, _ = test_images(cfg)
     table = summarize(result, graph, x, ann_correct(cfg))
     norm = graph.meta.get("normalization", {})
     layer_rows = table.kind == "layer"
@@ -381,7 +393,7 @@ def normalized_activations(graph, cfg: dict) -> dict[str, np.ndarray]:
     normalization used (``graph.meta["normalization"]["lambda"]``).
     """
     ann = ann_graph(str(resolve_checkpoint(cfg["ckpt"], cfg["dataset"], cache_dir(cfg))))
-    x, _ = images(cfg["dataset"], "test", cfg["n_images"])
+    x, _ = test_images(cfg)
     acts = ann.forward(x, relu_last=True)
     lam = graph.meta["normalization"]["lambda"]  # JSON from a cached graph: keys sorted, so use graph order
     return {l.name: acts[l.name].reshape(len(x), -1) / lam[l.name] for l in graph.spiking_layers if l.name in lam}

@@ -155,6 +155,19 @@ def test_summarize_counts_ties_by_each_readouts_rule():
     assert tie_fraction(counts) > 0  # 20 ms leaves ties of the count: the count-voltage rule decides them
 
 
+def test_test_images_offset_gives_disjoint_images():
+    from studies import common
+
+    cfg = {"dataset": "mnist", "n_images": 5}
+    x0, y0 = common.test_images(cfg)
+    x1, y1 = common.test_images({**cfg, "image_offset": 3})
+    np.testing.assert_array_equal(x1[:2], x0[3:])  # the offset shifts the window by 3 images
+    np.testing.assert_array_equal(y1[:2], y0[3:])
+    assert len(x1) == 5
+    with pytest.raises(ValueError, match="image_offset"):
+        common.test_images({**cfg, "image_offset": 9999})
+
+
 def test_latency_definition():
     """Time to a stable decision per image; no latency for a network that does not classify."""
     from studies.metrics import decision_times_ms, first_spike_ms, latency_ms
@@ -353,9 +366,13 @@ def test_model_fidelity_full_grid_has_the_lif_with_reset_by_subtraction():
     from studies import common, model_fidelity
 
     full = model_fidelity.grid(quick=False)
-    sub = [c for c in full if c["neuron"] == "LIF-sub-ref2" and not c.get("response")]
+    sub = [c for c in full if c["neuron"] == "LIF-sub-ref2" and not c.get("response") and "image_offset" not in c]
     responses = {(c["neuron"], c["synapse"]) for c in full if c.get("response")}
     assert responses == set(model_fidelity.RESPONSE)
+    held = [c for c in full if c.get("variant") == "mcr-tf-slope-cv-heldout"]
+    assert {(c["neuron"], c["synapse"]) for c in held} == set(model_fidelity.HELD_OUT)
+    assert all((c["image_offset"], c["n_images"]) == model_fidelity.HELD_OUT_IMAGES and c["image_offset"] >= 1000
+               and c["readout"] == "count-voltage" for c in held)  # disjoint from the first 1000 images
     runs = {(c["rate_hz"], c["synapse"], c.get("variant", c["method"]), c.get("readout", "count")) for c in sub}
     assert runs == {(rate, syn, variant, "count-voltage" if variant.endswith("-cv") else "count")
                     for rate, _, _, syn in model_fidelity.RESET_SUBTRACT for variant in model_fidelity.RESET_SUBTRACT_VARIANTS}
