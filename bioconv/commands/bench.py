@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=100, help="peer: time steps of 1 ms (default 100)")
     parser.add_argument("--batch", type=int, default=50, help="peer: images per batch (default 50)")
     parser.add_argument("--calib", type=int, default=500, help="peer: training images for max norm (default 500)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="peer: timed runs per engine after one warm-up batch; the best is reported (default 3)")
     parser.add_argument("--data-dir", help="dataset folder (default: $BIOCONV_DATA_DIR or the user cache)")
 
 

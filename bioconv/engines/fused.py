@@ -32,11 +32,15 @@ last bit. Layers with several inputs (residual :class:`~bioconv.ir.Add`, layers 
 :func:`bioconv.projections.projections` order (see :mod:`bioconv.engines.fused_network`).
 
 Layout: hidden populations fed only by shared-kernel convolutions keep their state channel-last,
-(position, channel), so that the C_out targets of one presynaptic spike and kernel offset are
-contiguous (vectorized adds; :mod:`bioconv.engines.fused_network` builds the arrays);
+(position, channel), so that the targets of one presynaptic spike in one kernel row (consecutive
+output columns × C_out) are one contiguous run, added in one vectorized loop (the row-segment
+tables of :func:`bioconv.engines.fused_network.conv_segments`);
 their spike lists are put back into torch order (a counting sort by channel) before the
 next layer reads them, because the order of additions into each target must stay Brian2's.
-The result arrays of a whole run are allocated once (:class:`Outputs`).
+The result arrays of a whole run are allocated once (:class:`Outputs`), the work arrays once
+per thread; the generated step functions are called once per layer and step, never per spike
+(every call of a compiled function pays numba's atomic reference counting of its array
+arguments, shared between the threads).
 """
 
 from __future__ import annotations
@@ -184,11 +188,11 @@ def simulate_batch(net: FusedNetwork, graph: ir.Graph, images: np.ndarray, confi
         net.module.run(inp, net.off, net.model, net.nslot, net.tgt, net.cond, net.refs, net.rf, net.gated, net.pgeo,
                        net.coef, net.bias, bias0, current, net.theta, net.hw, net.uniform, net.cl, net.lshape,
                        net.pptr, net.psrc, net.pconv, net.pcl, net.geo,
-                       net.wconv, net.ctab_pos, net.ctab_k, net.rowptr, net.row_off, net.cols, net.weights,
+                       net.wconv, net.ctab_pos, net.ctab_k, net.seg, net.rowptr, net.row_off, net.cols, net.weights,
                        config.steps_per_bin,
                        out.counts[rows], out.out_bins[rows], out.bin_counts[rows],
                        out.out_v[rows] if out.record_v else out.out_v, out.record_v, rec_slot, rec_t, rec_i, rec_n,
-                       base, cap)
+                       base, cap, min(n, numba.get_num_threads()))
         if not out.record_times or np.all(rec_n.max(axis=0) <= cap):
             break
         cap = np.maximum(cap, rec_n.max(axis=0))  # rerun the batch with room for every spike

@@ -15,7 +15,8 @@ Generated per signature ``m`` (one branch of each step function):
   ``Dynamics.update`` on scalar locals in Brian2's order (``_lio_*`` constants read from
   the layer's coefficient row), the refractory clamp of the ``frozen`` states, the
   threshold statements, ``lastspike`` and the spike flag;
-* ``reset``: the reset statements of one neuron that spiked;
+* ``reset``: the reset statements of the neurons ``spk[a:b]`` that spiked (one call per layer
+  and step: a call per spike would pay numba's atomic reference counting of every array argument);
 * ``readout``: the readout variable (``v`` or ``psi + r``) of one neuron.
 
 The static part of the kernel (spike lists, synaptic delivery, gated max-pool, counting,
@@ -109,7 +110,7 @@ def _reset_body(dyn: Dynamics) -> list[str]:
     body += [_stmt(*st) for st in dyn.reset]
     written = {st[0] for st in dyn.reset}
     body += [f"S[{s}, k] = {name}" for s, name in enumerate(dyn.states) if name in written]
-    return body
+    return ["for q in range(a, b):", "    k = spk[q]"] + ["    " + x for x in body]
 
 
 def _readout_body(dyn: Dynamics) -> list[str]:
@@ -125,7 +126,7 @@ def source(signatures: Sequence[Dynamics]) -> str:
              "def update(m, S, lo, hi, bias, th, c, fired, last, nr, t, ref, hw, uniform):"]
     for m, dyn in enumerate(signatures):
         _branch(m, dyn, lines, _update_body(dyn))
-    lines += ["", "", "@numba.njit(cache=True, fastmath=False, nogil=True)", "def reset(m, S, k, th):"]
+    lines += ["", "", "@numba.njit(cache=True, fastmath=False, nogil=True)", "def reset(m, S, spk, a, b, th):"]
     for m, dyn in enumerate(signatures):
         _branch(m, dyn, lines, _reset_body(dyn))
     lines += ["", "", "@numba.njit(cache=True, fastmath=False, nogil=True)", "def readout(m, S, k):"]

@@ -7,8 +7,10 @@ order, and the event path's). A projection :math:`p` has a source population
 is one of:
 
 * a **shared-kernel convolution** (a plain Conv2d reading a single population: groups 1,
-  dilation 1, zero padding): the kernel as (C_in, kH, kW, C_out) plus the target tables of
-  :func:`conv_targets`, geometry row ``geo[p]``;
+  dilation 1, zero padding), geometry row ``geo[p]``. Into a channel-last population: the
+  kernel in the row-segment layout of :func:`segment_kernel` plus the segment table of
+  :func:`conv_segments` (one contiguous add per presynaptic spike and kernel row); otherwise the
+  kernel as (C_in, kH, kW, C_out) plus the target tables of :func:`conv_targets`;
 * **explicit synapses** (dense layers, average pools, grouped, dilated or padded
   convolutions, and every weighted layer reading a Concat of several populations): CSR rows
   by presynaptic neuron in Brian2's synapse order, starting at ``row_off[p]``;
@@ -29,7 +31,7 @@ from bioconv import projections as pj
 from bioconv.connectivity import layer_synapses
 from bioconv.simulation import SimConfig
 
-GEO_COLS = 13  # c_out, h_o, w_o, kh, kw, sh, sw, ph, pw, h_in, w_in, kernel base, table base
+GEO_COLS = 15  # c_out, h_o, w_o, kh, kw, sh, sw, ph, pw, h_in, w_in, kernel base, table base, channel block, rows
 
 
 def shared_kernel(layer: ir.Layer, n_segments: int) -> bool:
@@ -53,18 +55,65 @@ def conv_targets(h_in: int, w_in: int, h_o: int, w_o: int, kh: int, kw: int, str
     for y in range(h_in):
         for x in range(w_in):
             n = 0
-            for dy in range(kh):
-                ty = y + ph - dy
-                if ty < 0 or ty % sh or ty // sh >= h_o:
-                    continue
-                for dx in range(kw):
-                    tx = x + pw - dx
-                    if tx < 0 or tx % sw or tx // sw >= w_o:
-                        continue
-                    pos[y * w_in + x, n] = (ty // sh) * w_o + tx // sw
+            for dy, oy in _reach(y, kh, sh, ph, h_o):
+                for dx, ox in _reach(x, kw, sw, pw, w_o):
+                    pos[y * w_in + x, n] = oy * w_o + ox
                     off[y * w_in + x, n] = dy * kw + dx
                     n += 1
     return pos.ravel(), off.ravel()
+
+
+def _reach(y: int, k: int, s: int, p: int, n_out: int) -> list[tuple[int, int]]:
+    """Along one axis, the kernel offsets ``d`` (increasing) by which input ``y`` reaches an output
+    ``o`` (``o*s + d - p = y``), as (d, o) pairs."""
+    return [(d, (y + p - d) // s) for d in range(k)
+            if y + p - d >= 0 and (y + p - d) % s == 0 and (y + p - d) // s < n_out]
+
+
+def conv_segments(h_in: int, w_in: int, h_o: int, w_o: int, kh: int, kw: int, stride, padding, c_out: int
+                  ) -> np.ndarray:
+    """Per input position, the contiguous runs of channel-last targets that one spike reaches.
+
+    Row ``(y*w_in + x)*R + n`` of the (h_in·w_in·R, 3) int32 table (``R = ⌈kH/s⌉`` rows per input
+    position) is the n-th kernel row ``dy`` (increasing) that reaches an output row ``oy``
+    (``oy*s + dy - p = y``): the offset of the first target ``(oy*w_o + ox0)*c_out``, the offset
+    of its weights inside the presynaptic channel's block of :func:`segment_kernel`, and the
+    run's length ``n_ox*c_out``. The output columns a spike at ``x`` reaches in one kernel row
+    are consecutive (``ox = (x + p - dx)/s`` for the kernel columns ``dx`` of one stride phase),
+    and :func:`segment_kernel` stores those columns' weights in the same order, so each run is
+    one contiguous add. Unused rows have offset -1.
+    """
+    (sh, sw), (ph, pw) = stride, padding
+    nph = -(-kw // sw)  # kernel columns per stride phase
+    rows = -(-kh // sh)  # kernel rows that can reach an output row from one input row
+    seg = np.full((h_in * w_in, rows, 3), -1, dtype=np.int64)
+    for y in range(h_in):
+        for x in range(w_in):
+            cols = _reach(x, kw, sw, pw, w_o)
+            if not cols:
+                continue
+            dx, ox = cols[-1]  # the largest column offset reaches the leftmost output column
+            for n, (dy, oy) in enumerate(_reach(y, kh, sh, ph, h_o)):
+                seg[y * w_in + x, n] = ((oy * w_o + ox) * c_out, ((dy * sw + dx % sw) * nph + nph - 1 - dx // sw) * c_out,
+                                        len(cols) * c_out)
+    if seg.max() > np.iinfo(np.int32).max:
+        raise ValueError(f"convolution too large for the fused kernel's int32 segment table ({seg.max()} > 2^31)")
+    return seg.reshape(-1, 3).astype(np.int32)
+
+
+def segment_kernel(w: np.ndarray, stride) -> np.ndarray:
+    """A (C_out, C_in, kH, kW) kernel in the row-segment layout of :func:`conv_segments`.
+
+    Shape (C_in, kH, s, ⌈kW/s⌉, C_out): for stride phase ``r`` the columns ``dx = r + j*s`` are
+    stored at ``⌈kW/s⌉ - 1 - j`` (decreasing ``dx``, i.e. increasing output column), C_out innermost.
+    """
+    c_out, c_in, kh, kw = w.shape
+    sw = stride[1]
+    nph = -(-kw // sw)
+    out = np.zeros((c_in, kh, sw, nph, c_out), dtype=w.dtype)
+    for dx in range(kw):
+        out[:, :, dx % sw, nph - 1 - dx // sw, :] = w[:, :, :, dx].transpose(1, 2, 0)
+    return out
 
 
 def per_neuron(values, shape) -> np.ndarray:
@@ -81,7 +130,7 @@ class _Projections:
     def __init__(self) -> None:
         self.src, self.conv, self.geo, self.row_off = [], [], [], []
         self.rowptrs, self.cols, self.weights, self.base = [], [], [], 0
-        self.wconv, self.tab_pos, self.tab_k = [], [], []
+        self.wconv, self.tab_pos, self.tab_k, self.seg = [], [], [], []
 
     def _rows(self, n_pre: int) -> None:
         self.row_off.append(sum(len(r) for r in self.rowptrs))
@@ -93,16 +142,23 @@ class _Projections:
         self.geo.append([0] * GEO_COLS)
         self._rows(n_pre)
 
-    def shared(self, src: int, layer: ir.Conv2d, w: np.ndarray) -> None:
+    def shared(self, src: int, layer: ir.Conv2d, w: np.ndarray, channel_last: bool) -> None:
         (_, h_in, w_in), (c_o, h_o, w_o) = layer.input_shape, layer.output_shape
-        tpos, tk = conv_targets(h_in, w_in, h_o, w_o, w.shape[2], w.shape[3], layer.stride, layer.padding)
+        kh, kw = w.shape[2], w.shape[3]
         self.src.append(src)
         self.conv.append(True)
-        self.geo.append([c_o, h_o, w_o, w.shape[2], w.shape[3], *layer.stride, *layer.padding, h_in, w_in,
-                         sum(len(x) for x in self.wconv), sum(len(x) for x in self.tab_pos)])
-        self.tab_pos.append(tpos)
-        self.tab_k.append(tk)
-        self.wconv.append(w.transpose(1, 2, 3, 0).ravel())
+        geo = [c_o, h_o, w_o, kh, kw, *layer.stride, *layer.padding, h_in, w_in, sum(len(x) for x in self.wconv)]
+        if channel_last:
+            kernel = segment_kernel(w, layer.stride)
+            self.geo.append(geo + [sum(len(x) for x in self.seg), kernel[0].size, -(-kh // layer.stride[0])])
+            self.seg.append(conv_segments(h_in, w_in, h_o, w_o, kh, kw, layer.stride, layer.padding, c_o))
+        else:
+            kernel = w.transpose(1, 2, 3, 0)
+            tpos, tk = conv_targets(h_in, w_in, h_o, w_o, kh, kw, layer.stride, layer.padding)
+            self.geo.append(geo + [sum(len(x) for x in self.tab_pos), 0, 0])
+            self.tab_pos.append(tpos)
+            self.tab_k.append(tk)
+        self.wconv.append(kernel.ravel())
         self._rows(int(np.prod(layer.input_shape)))
 
     def explicit(self, src: int, conn, transform) -> None:
@@ -151,30 +207,30 @@ class FusedNetwork:
         bias, theta, pgeo, pptr, cl = [], [], [], [0], []
         for k, (layer, dyn) in enumerate(zip(layers, dyns)):
             shape = tuple(layer.output_shape)
-            pure_conv = True
+            projs = [] if isinstance(layer, ir.MaxPool2d) else pj.projections(graph, layer.name, skip_synapses=True)
+            # populations fed only by shared-kernel convolutions (not the output) are channel-last
+            pure_conv = (bool(projs) and len(shape) == 3 and k < len(layers) - 1
+                         and all(shared_kernel(proj.layer, proj.n_segments) for proj in projs))
             if isinstance(layer, ir.MaxPool2d):
                 (proj,) = pj.projections(graph, layer.name, skip_synapses=True)
                 (c_n, h_in, w_in), (_, h_o, w_o) = layer.input_shape, shape
                 pgeo.append([c_n, h_in, w_in, *layer.kernel_size, *layer.stride, h_o, w_o])
                 P.gated(index[proj.source], proj.segment.size)
                 bias.append(np.zeros(sizes[k]))
-                pure_conv = False
             else:
                 pgeo.append([0] * 9)
-                for proj in pj.projections(graph, layer.name, skip_synapses=True):
+                for proj in projs:
                     src = -1 if proj.source == graph.input.name else index[proj.source]
                     if src >= k:
                         raise ValueError(f"population {layer.name!r} reads {proj.source!r}, which comes after it")
                     if shared_kernel(proj.layer, proj.n_segments):  # through the on_pre expression
-                        P.shared(src, proj.layer, dyn.weights(np.asarray(proj.layer.weight, np.float64)))
+                        P.shared(src, proj.layer, dyn.weights(np.asarray(proj.layer.weight, np.float64)), pure_conv)
                     else:
                         P.explicit(src, proj.synapses or layer_synapses(proj.layer), dyn.weights)
-                        pure_conv = False
                 bias.append(per_neuron(pj.bias(graph, layer.name), (sizes[k],)))
             pptr.append(len(P.src))
             theta.append(per_neuron(layer.threshold, shape))
-            # populations fed only by shared-kernel convolutions (not the output) are channel-last
-            cl.append(pure_conv and len(shape) == 3 and k < len(layers) - 1)
+            cl.append(pure_conv)
         self.lshape = np.asarray([tuple(l.output_shape) if len(l.output_shape) == 3 else (1, 1, int(np.prod(l.output_shape)))
                                   for l in layers], dtype=np.int64)
         self.cl = np.asarray(cl, dtype=np.bool_)
@@ -205,6 +261,7 @@ class FusedNetwork:
         self.wconv = (np.concatenate(P.wconv) if P.wconv else np.zeros(1)).astype(dtype)
         self.ctab_pos = np.concatenate(P.tab_pos) if P.tab_pos else np.zeros(1, np.int64)
         self.ctab_k = np.concatenate(P.tab_k) if P.tab_k else np.zeros(1, np.int64)
+        self.seg = np.concatenate(P.seg) if P.seg else np.full((1, 3), -1, np.int32)
         self.hw = np.asarray(hw, dtype=np.int64)
         self.uniform = np.asarray(uniform, dtype=np.bool_)
         self.model = np.asarray(model, dtype=np.int64)

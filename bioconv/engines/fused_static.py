@@ -74,6 +74,49 @@ def deliver(dst, lo, p, i, sign, conv, cl, geo, wconv, tpos, tk, rowptr, row_off
 
 
 @numba.njit(cache=True, inline="always")
+def deliver_segments(dst, lo, idx, base, shift, n, sign, p, geo, wconv, seg):
+    """Shared-kernel delivery into a channel-last target of the presynaptic neurons
+    ``idx[base:base + n] - shift`` (ascending): per spike and kernel row, one contiguous run of
+    targets (the segment table of :func:`bioconv.engines.fused_network.conv_segments`)."""
+    plane_in, w0, s0, block, kh = geo[p, 9] * geo[p, 10], geo[p, 11], geo[p, 12], geo[p, 13], geo[p, 14]
+    c = 0
+    end = plane_in  # first index of channel c + 1 (the spikes come channel by channel)
+    for q in range(n):
+        i = idx[base + q] - shift
+        while i >= end:
+            c += 1
+            end += plane_in
+        e0 = s0 + (i - end + plane_in) * kh
+        wc = w0 + c * block
+        for e in range(e0, e0 + kh):
+            tb = seg[e, 0]
+            if tb < 0:
+                break
+            m = seg[e, 2]
+            wb = wc + seg[e, 1]
+            src = wconv[wb:wb + m]
+            tgt = dst[lo + tb:lo + tb + m]
+            if sign > 0:
+                for o in range(m):
+                    tgt[o] += src[o]
+            else:
+                for o in range(m):
+                    tgt[o] -= src[o]
+
+
+@numba.njit(cache=True, inline="always")
+def project(dst, lo, idx, base, shift, n, sign, p, conv, cl, geo, wconv, tpos, tk, seg, rowptr, row_off, cols,
+            weights):
+    """Projection p's synaptic delivery of the presynaptic spikes ``idx[base:base + n] - shift``."""
+    if conv[p] and cl[p]:
+        deliver_segments(dst, lo, idx, base, shift, n, sign, p, geo, wconv, seg)
+    else:
+        for q in range(n):
+            deliver(dst, lo, p, idx[base + q] - shift, sign, conv, cl, geo, wconv, tpos, tk, rowptr, row_off, cols,
+                    weights)
+
+
+@numba.njit(cache=True, inline="always")
 def gate(dst, lo, plo, i, count, cmax, pgeo, l):
     """Gated max-pool: presynaptic spike of neuron i (torch order, count before it ``count``)
     passes to every pool unit whose window max it equals (+1 to the relay state)."""
@@ -99,106 +142,121 @@ def gate(dst, lo, plo, i, count, cmax, pgeo, l):
 
 @numba.njit(parallel=True, cache=True, fastmath=False, nogil=True)
 def run(inp, off, model, nslot, tgt, cond, refs, rf, gated, pgeo, coef, bias, bias0, current, theta, hw, uniform, cl, lshape,
-        pptr, psrc, pconv, pcl, geo, wconv, tpos, tk, rowptr, row_off, cols, weights, spb, counts, out_bins, bin_counts, out_v, record_v, rec_slot, rec_t,
-        rec_i, rec_n, rec_base, rec_cap):
+        pptr, psrc, pconv, pcl, geo, wconv, tpos, tk, seg, rowptr, row_off, cols, weights, spb, counts, out_bins, bin_counts, out_v, record_v, rec_slot, rec_t,
+        rec_i, rec_n, rec_base, rec_cap, n_chunks):
     n_img, n_steps, n_in = inp.shape
     n_layers = off.shape[0] - 1
     n_total = off[n_layers]
     o_lo = off[n_layers - 1]
     n_out = n_total - o_lo
-    for b in numba.prange(n_img):
+    # one set of work arrays per thread (n_chunks = threads), reused for its images (no page faults per image)
+    for chunk in numba.prange(n_chunks):
         S = np.zeros((nslot, n_total), dtype=bias.dtype)
         bias_b = bias.copy()
-        if current:
-            for k in range(off[1] - off[0]):
-                bias_b[off[0] + k] = bias0[b, k]
-        last = np.full(n_total, -(2 ** 40), dtype=np.int64)
-        nr = np.ones(n_total, dtype=np.bool_)
+        last = np.empty(n_total, dtype=np.int64)
+        nr = np.empty(n_total, dtype=np.bool_)
         save = np.zeros(n_total, dtype=bias.dtype)
-        cmax = np.zeros(n_total, dtype=np.int64)
+        cmax = np.empty(n_total, dtype=np.int64)
         fired = np.zeros(n_total + 16 - n_total % 8, dtype=np.uint8)
         words = fired.view(np.uint64)
         spk = np.zeros(n_total, dtype=np.int64)
         nspk = np.zeros(n_layers, dtype=np.int64)
         tmp = np.zeros(n_total, dtype=np.int64)
+        tch = np.zeros(n_total, dtype=np.int32)
+        ibuf = np.zeros(max(1, n_in), dtype=np.int64)
         per_c = np.zeros(max(1, lshape[:, 0].max()) + 1, dtype=np.int64)
-        for t in range(n_steps):
-            k_bin = t // spb
-            for l in range(n_layers):
-                lo = off[l]
-                hi = off[l + 1]
-                m = model[l]
-                # 1. groups, 2. thresholds (generated from the models layer)
-                update(m, S, lo, hi, bias_b, theta, coef[l], fired, last, nr, t, refs[l], hw[l], uniform[l])
-                n = collect(fired, words, lo, hi, spk)
-                dst = S[tgt[l]]
-                if rf[l]:  # schedule "reset-first": 4. resets before 3. synapses
-                    for q in range(n):
-                        reset(m, S, spk[lo + q], theta)
-                if cond[l]:  # frozen target: refractory neurons take no synaptic input
-                    for k in range(lo, hi):
-                        save[k] = dst[k]
-                # 3. synapses: per projection, in order, its source's spikes of this step (input: +1, then -1)
-                for p in range(pptr[l], pptr[l + 1]):
-                    s = psrc[p]
-                    if s < 0:
-                        for sign in (1, -1):
-                            for i in range(n_in):
-                                if inp[b, t, i] == sign:
-                                    deliver(dst, lo, p, i, sign, pconv, pcl, geo, wconv, tpos, tk, rowptr, row_off,
-                                            cols, weights)
-                    elif gated[l]:
-                        plo = off[s]
-                        for q in range(nspk[s]):
-                            kp = spk[plo + q]
-                            gate(dst, lo, plo, kp - plo, counts[b, kp] - 1, cmax, pgeo, l)
-                    else:
-                        plo = off[s]
-                        for q in range(nspk[s]):
-                            deliver(dst, lo, p, spk[plo + q] - plo, 1, pconv, pcl, geo, wconv, tpos, tk, rowptr,
-                                    row_off, cols, weights)
-                if cond[l]:
-                    for k in range(lo, hi):
-                        dst[k] = dst[k] if nr[k] else save[k]
-                # 4. resets
-                for q in range(n):
-                    k = spk[lo + q]
-                    if not cl[l]:
-                        counts[b, k] += 1
+        for b in range(chunk, n_img, n_chunks):
+            S[:, :] = 0
+            if current:
+                for k in range(off[1] - off[0]):
+                    bias_b[off[0] + k] = bias0[b, k]
+            last[:] = -(2 ** 40)
+            nr[:] = True
+            cmax[:] = 0
+            nspk[:] = 0
+            for t in range(n_steps):
+                k_bin = t // spb
+                for l in range(n_layers):
+                    lo = off[l]
+                    hi = off[l + 1]
+                    m = model[l]
+                    # 1. groups, 2. thresholds (generated from the models layer)
+                    update(m, S, lo, hi, bias_b, theta, coef[l], fired, last, nr, t, refs[l], hw[l], uniform[l])
+                    n = collect(fired, words, lo, hi, spk)
+                    dst = S[tgt[l]]
+                    if rf[l]:  # schedule "reset-first": 4. resets before 3. synapses
+                        reset(m, S, spk, lo, lo + n, theta)
+                    if cond[l]:  # frozen target: refractory neurons take no synaptic input
+                        for k in range(lo, hi):
+                            save[k] = dst[k]
+                    # 3. synapses: per projection, in order, its source's spikes of this step (input: +1, then -1)
+                    for p in range(pptr[l], pptr[l + 1]):
+                        s = psrc[p]
+                        if gated[l]:
+                            plo = off[s]
+                            for q in range(nspk[s]):
+                                kp = spk[plo + q]
+                                gate(dst, lo, plo, kp - plo, counts[b, kp] - 1, cmax, pgeo, l)
+                            continue
+                        for sign in (1, -1):  # the input's +1 pathway, then its _neg pathway; a population's spikes: +1 only
+                            if s < 0:
+                                n_i = 0
+                                for i in range(n_in):
+                                    if inp[b, t, i] == sign:
+                                        ibuf[n_i] = i
+                                        n_i += 1
+                                idx, base, n_p = ibuf, 0, n_i
+                            elif sign > 0:
+                                idx, base, n_p = spk, off[s], nspk[s]
+                            else:
+                                break
+                            project(dst, lo, idx, base, base, n_p, sign, p, pconv, pcl, geo, wconv, tpos, tk, seg, rowptr, row_off,
+                                    cols, weights)
+                    if cond[l]:
+                        for k in range(lo, hi):
+                            dst[k] = dst[k] if nr[k] else save[k]
+                    # 4. resets
                     if not rf[l]:
-                        reset(m, S, k, theta)
-                if cl[l] and n > 0:  # channel-last (pos, c) order -> torch order (c, pos), stable by c
-                    c_n = lshape[l, 0]
-                    plane = lshape[l, 1] * lshape[l, 2]
-                    per_c[:c_n + 1] = 0
-                    for q in range(n):
-                        per_c[(spk[lo + q] - lo) % c_n + 1] += 1
-                    for c in range(c_n):
-                        per_c[c + 1] += per_c[c]
-                    for q in range(n):
-                        kl = spk[lo + q] - lo
-                        c = kl % c_n
-                        k = lo + c * plane + kl // c_n
-                        tmp[per_c[c]] = k
-                        counts[b, k] += 1
-                        per_c[c] += 1
-                    for q in range(n):
-                        spk[lo + q] = tmp[q]
-                r = rec_slot[l]
-                if r >= 0:
-                    for q in range(n):
-                        p = rec_n[b, r]
-                        if p < rec_cap[r]:
-                            rec_t[rec_base[b, r] + p] = t
-                            rec_i[rec_base[b, r] + p] = spk[lo + q] - lo
-                        rec_n[b, r] = p + 1
-                nspk[l] = n
-                bin_counts[b, l, k_bin] += n
-            if (t + 1) % spb == 0:
-                mo = model[n_layers - 1]
-                for j in range(n_out):
-                    out_bins[b, k_bin, j] = counts[b, o_lo + j]
-                    if record_v:
-                        out_v[b, k_bin, j] = readout(mo, S, o_lo + j)
+                        reset(m, S, spk, lo, lo + n, theta)
+                    if not cl[l]:
+                        for q in range(n):
+                            counts[b, spk[lo + q]] += 1
+                    if cl[l] and n > 0:  # channel-last (pos, c) order -> torch order (c, pos), stable by c
+                        c_n = lshape[l, 0]
+                        plane = lshape[l, 1] * lshape[l, 2]
+                        per_c[:c_n + 1] = 0
+                        pos = 0
+                        for q in range(n):  # the list ascends, so its position only grows (no division)
+                            kl = spk[lo + q] - lo
+                            while kl >= (pos + 1) * c_n:
+                                pos += 1
+                            c = kl - pos * c_n
+                            tmp[q] = c * plane + pos  # torch index, for now
+                            tch[q] = c
+                            per_c[c + 1] += 1
+                        for c in range(c_n):
+                            per_c[c + 1] += per_c[c]
+                        for q in range(n):
+                            k = tmp[q]
+                            c = tch[q]
+                            spk[lo + per_c[c]] = lo + k
+                            counts[b, lo + k] += 1
+                            per_c[c] += 1
+                    r = rec_slot[l]
+                    if r >= 0:
+                        for q in range(n):
+                            p = rec_n[b, r]
+                            if p < rec_cap[r]:
+                                rec_t[rec_base[b, r] + p] = t
+                                rec_i[rec_base[b, r] + p] = spk[lo + q] - lo
+                            rec_n[b, r] = p + 1
+                    nspk[l] = n
+                    bin_counts[b, l, k_bin] += n
+                if (t + 1) % spb == 0:
+                    mo = model[n_layers - 1]
+                    for j in range(n_out):
+                        out_bins[b, k_bin, j] = counts[b, o_lo + j]
+                        if record_v:
+                            out_v[b, k_bin, j] = readout(mo, S, o_lo + j)
     return 0
 '''
