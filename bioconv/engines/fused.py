@@ -90,6 +90,27 @@ def _second():
     return second
 
 
+def use_threads(threads: int) -> int:
+    """Run the kernel on ``threads`` numba threads (at most numba's pool); return how many.
+
+    numba's OpenMP threading layer sets the process-wide OpenMP thread count to the size of its
+    pool when it starts, and torch reads its own thread count from the same OpenMP runtime. So
+    the layer is started here and torch's count, if torch is loaded, is put back: a caller that
+    asked torch for one thread keeps one thread, in torch and in this kernel.
+    """
+    import sys
+
+    import numba
+
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    numba.get_num_threads()  # starts the threading layer (once per process)
+    if torch is not None and torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    return numba.get_num_threads()
+
+
 def _spike_trains_threaded(rates, signs, dt_s: float, config: SimConfig, first_index: int, threads: int):
     """:func:`bioconv.encoding.spike_trains` on ``threads`` slices of the batch at once (numpy's
     generators release the GIL). Each image has its own seeded generator, so the trains are
@@ -152,6 +173,7 @@ def simulate_batch(net: FusedNetwork, graph: ir.Graph, images: np.ndarray, confi
     from brian2 import second
 
     n = len(images)
+    threads = use_threads(threads)
     rates, signs = encoding.input_rates_hz(images, graph.input)
     current = config.coding == "current"
     if current:
@@ -176,7 +198,6 @@ def simulate_batch(net: FusedNetwork, graph: ir.Graph, images: np.ndarray, confi
     cap = np.ones(n_rec, dtype=np.int64)
     for r, name in enumerate(out.record_times):
         cap[r] = max(1024, net.sizes[net.names.index(name)] * config.n_steps // 16)
-    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
     while True:
         start = np.concatenate([[0], np.cumsum(n * cap)])
         base = start[None, :-1] + np.arange(n, dtype=np.int64)[:, None] * cap[None, :]  # (n, n_rec)
@@ -192,7 +213,7 @@ def simulate_batch(net: FusedNetwork, graph: ir.Graph, images: np.ndarray, confi
                        config.steps_per_bin,
                        out.counts[rows], out.out_bins[rows], out.bin_counts[rows],
                        out.out_v[rows] if out.record_v else out.out_v, out.record_v, rec_slot, rec_t, rec_i, rec_n,
-                       base, cap, min(n, numba.get_num_threads()))
+                       base, cap, min(n, threads))
         if not out.record_times or np.all(rec_n.max(axis=0) <= cap):
             break
         cap = np.maximum(cap, rec_n.max(axis=0))  # rerun the batch with room for every spike

@@ -159,11 +159,13 @@ def run(inp, off, model, nslot, tgt, cond, refs, rf, gated, pgeo, coef, bias, bi
         cmax = np.empty(n_total, dtype=np.int64)
         fired = np.zeros(n_total + 16 - n_total % 8, dtype=np.uint8)
         words = fired.view(np.uint64)
-        spk = np.zeros(n_total, dtype=np.int64)
+        spk = np.zeros(n_total, dtype=np.int32)
         nspk = np.zeros(n_layers, dtype=np.int64)
-        tmp = np.zeros(n_total, dtype=np.int64)
+        tmp = np.zeros(n_total, dtype=np.int32)
         tch = np.zeros(n_total, dtype=np.int32)
-        ibuf = np.zeros(max(1, n_in), dtype=np.int64)
+        ibuf = np.zeros(max(1, n_in), dtype=np.int32)
+        cnt = np.zeros(n_total, dtype=np.int32)  # this image's counts (kept in cache; copied out at its end)
+        nbin = np.zeros(bin_counts.shape[1:], dtype=np.int64)
         per_c = np.zeros(max(1, lshape[:, 0].max()) + 1, dtype=np.int64)
         for b in range(chunk, n_img, n_chunks):
             S[:, :] = 0
@@ -174,6 +176,8 @@ def run(inp, off, model, nslot, tgt, cond, refs, rf, gated, pgeo, coef, bias, bi
             nr[:] = True
             cmax[:] = 0
             nspk[:] = 0
+            cnt[:] = 0
+            nbin[:, :] = 0
             for t in range(n_steps):
                 k_bin = t // spb
                 for l in range(n_layers):
@@ -196,7 +200,7 @@ def run(inp, off, model, nslot, tgt, cond, refs, rf, gated, pgeo, coef, bias, bi
                             plo = off[s]
                             for q in range(nspk[s]):
                                 kp = spk[plo + q]
-                                gate(dst, lo, plo, kp - plo, counts[b, kp] - 1, cmax, pgeo, l)
+                                gate(dst, lo, plo, kp - plo, cnt[kp] - 1, cmax, pgeo, l)
                             continue
                         for sign in (1, -1):  # the input's +1 pathway, then its _neg pathway; a population's spikes: +1 only
                             if s < 0:
@@ -220,7 +224,7 @@ def run(inp, off, model, nslot, tgt, cond, refs, rf, gated, pgeo, coef, bias, bi
                         reset(m, S, spk, lo, lo + n, theta)
                     if not cl[l]:
                         for q in range(n):
-                            counts[b, spk[lo + q]] += 1
+                            cnt[spk[lo + q]] += 1
                     if cl[l] and n > 0:  # channel-last (pos, c) order -> torch order (c, pos), stable by c
                         c_n = lshape[l, 0]
                         plane = lshape[l, 1] * lshape[l, 2]
@@ -240,7 +244,7 @@ def run(inp, off, model, nslot, tgt, cond, refs, rf, gated, pgeo, coef, bias, bi
                             k = tmp[q]
                             c = tch[q]
                             spk[lo + per_c[c]] = lo + k
-                            counts[b, lo + k] += 1
+                            cnt[lo + k] += 1
                             per_c[c] += 1
                     r = rec_slot[l]
                     if r >= 0:
@@ -251,12 +255,14 @@ def run(inp, off, model, nslot, tgt, cond, refs, rf, gated, pgeo, coef, bias, bi
                                 rec_i[rec_base[b, r] + p] = spk[lo + q] - lo
                             rec_n[b, r] = p + 1
                     nspk[l] = n
-                    bin_counts[b, l, k_bin] += n
+                    nbin[l, k_bin] += n
                 if (t + 1) % spb == 0:
                     mo = model[n_layers - 1]
                     for j in range(n_out):
-                        out_bins[b, k_bin, j] = counts[b, o_lo + j]
+                        out_bins[b, k_bin, j] = cnt[o_lo + j]
                         if record_v:
                             out_v[b, k_bin, j] = readout(mo, S, o_lo + j)
+            counts[b, :] = cnt
+            bin_counts[b, :, :] = nbin
     return 0
 '''
