@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import re
 
+import numpy as np
 import pytest
 
 
@@ -77,15 +78,41 @@ def test_peer_bench_bioconv_side_runs_in_both_precisions(mnist_dir, coding):
     import torch
 
     from bioconv.ann import build_model
-    from bioconv.benchmarks.peer_bench import _bioconv
+    from bioconv.benchmarks.peer_bench import _bioconv, interleaved
     from bioconv.data import load_dataset
 
     torch.manual_seed(0)
     model = build_model("8c3-p2-8c3-p2-10FC", (1, 28, 28), 10).eval()
     meta = {"input_shape": [1, 28, 28]}
     train, test = load_dataset("mnist", "train", str(mnist_dir)), load_dataset("mnist", "test", str(mnist_dir))
-    runs = {d: _bioconv(model, meta, train.images[:50], test.images[:20], test.labels[:20], 30, 10, coding, d)
-            for d in ("float64", "float32")}
+    jobs = {d: _bioconv(model, meta, train.images[:50], 30, 10, coding, d) for d in ("float64", "float32")}
+    runs = interleaved(jobs, test.images[:20], test.labels[:20], 10, repeats=2)
+    assert list(runs) == ["float64", "float32"]
     for acc, rate in runs.values():
         assert 0.0 <= acc <= 1.0 and rate > 0
     assert abs(runs["float64"][0] - runs["float32"][0]) <= 0.1, runs
+
+
+def test_peer_bench_interleaves_the_engines_and_keeps_each_ones_best_round():
+    """Warm-up batches first, then rounds that time every engine once in turn (so a drift of the
+    machine's speed hits all engines alike); each engine's best round gives its images/s."""
+    import time
+
+    from bioconv.benchmarks.peer_bench import interleaved
+
+    calls = []
+    delays = {"a": [0.0, 0.05, 0.01, 0.03], "b": [0.0, 0.02, 0.04, 0.06]}  # warm-up, then 3 rounds
+
+    def job(name):
+        def run(images, labels):
+            calls.append((name, len(images)))
+            time.sleep(delays[name][sum(c[0] == name for c in calls) - 1])
+            return 0.5
+        return run
+
+    images, labels = np.zeros((8, 1)), np.zeros(8, int)
+    out = interleaved({"a": job("a"), "b": job("b")}, images, labels, batch=2, repeats=3)
+    assert calls == [("a", 2), ("b", 2)] + [("a", 8), ("b", 8)] * 3
+    assert out["a"][0] == 0.5 and out["b"][0] == 0.5
+    assert 8 / 0.01 * 0.5 < out["a"][1] <= 8 / 0.01  # best round of a: 0.01 s (sleep overshoot allowed)
+    assert 8 / 0.02 * 0.5 < out["b"][1] <= 8 / 0.02

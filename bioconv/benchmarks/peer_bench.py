@@ -15,9 +15,11 @@ subtraction, threshold 1 after max scaling, float32), classification by the summ
 bioconv: :func:`bioconv.normalize.data_based_norm` (max norm, target rate 1000 Hz = one
 spike per step, input 1000 Hz), IF subtract with delta synapses, the torch engine's fused
 kernel on the CPU, count readout, once in float64 (Brian2's spike counts) and once in float32
-(SpikingJelly's precision). Each engine first runs one warm-up batch, then the whole job
-``--repeats`` times; the best run's images/s is reported (as :mod:`timeit` does), for both
-engines alike. Prints the accuracies and images/s and the speed ratios. Needs the ``peer`` extra
+(SpikingJelly's precision). Each engine first runs one warm-up batch; then the whole job runs
+``--repeats`` rounds, each round timing SpikingJelly, bioconv float64 and bioconv float32 one
+after the other, and each engine's best round is reported (as :mod:`timeit` does). Interleaving
+the engines exposes them to the same drift of a shared machine's speed, so the ratios compare
+like with like. Prints the accuracies and images/s and the speed ratios. Needs the ``peer`` extra
 (``pip install spikingjelly``).
 """
 
@@ -25,22 +27,16 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Callable
 
 import numpy as np
 
 
-def _best_rate(run, n_images: int, repeats: int) -> tuple[float, float]:
-    """Accuracy and images/s of ``run()`` (which returns the accuracy): the best of ``repeats`` timed runs."""
-    best, acc = float("inf"), float("nan")
-    for _ in range(max(1, int(repeats))):
-        start = time.perf_counter()
-        acc = run()
-        best = min(best, time.perf_counter() - start)
-    return acc, n_images / best
+Job = Callable[[np.ndarray, np.ndarray], float]  # (images, labels) -> accuracy
 
 
-def _spikingjelly(model, calib: np.ndarray, images: np.ndarray, labels: np.ndarray, steps: int, batch: int,
-                  bernoulli: bool, repeats: int = 3, seed: int = 0) -> tuple[float, float]:
+def _spikingjelly(model, calib: np.ndarray, steps: int, batch: int, bernoulli: bool, seed: int = 0) -> Job:
+    """SpikingJelly's ann2snn conversion of ``model`` (max norm on ``calib``) and its classification job."""
     import torch
     from spikingjelly.activation_based import functional
     from spikingjelly.activation_based.ann2snn import Converter, RateCodingRecipe
@@ -63,12 +59,12 @@ def _spikingjelly(model, calib: np.ndarray, images: np.ndarray, labels: np.ndarr
                 correct += int((out.argmax(1).numpy() == labs[k:k + batch]).sum())
         return correct / len(imgs)
 
-    run(images[:batch], labels[:batch])  # warm-up (oneDNN primitives, allocator)
-    return _best_rate(lambda: run(images, labels), len(images), repeats)
+    return run
 
 
-def _bioconv(model, meta, calib: np.ndarray, images: np.ndarray, labels: np.ndarray, steps: int, batch: int,
-             coding: str, dtype: str = "float64", repeats: int = 3) -> tuple[float, float]:
+def _bioconv(model, meta, calib: np.ndarray, steps: int, batch: int, coding: str, dtype: str = "float64") -> Job:
+    """bioconv's conversion of ``model`` (max norm on ``calib``, IF subtract, delta synapses) and
+    its classification job on the torch engine's fused kernel."""
     from brian2 import Hz, ms
 
     from bioconv import normalize
@@ -84,9 +80,24 @@ def _bioconv(model, meta, calib: np.ndarray, images: np.ndarray, labels: np.ndar
     graph = normalize.data_based_norm(graph, stats, percentile=None, target_rate=1000 * Hz, input_rate=1000 * Hz,
                                       neuron=IF(reset="subtract"), synapse=Delta(), dt=1 * ms)
     config = SimConfig(duration=steps * ms, dt=1 * ms, coding=coding)
-    simulate(graph, images[:batch], labels[:batch], config, dtype=dtype, progress=False)  # warm-up (kernel load)
-    return _best_rate(lambda: simulate(graph, images, labels, config, batch_size=batch, dtype=dtype,
-                                       progress=False).accuracy, len(images), repeats)
+    return lambda imgs, labs: simulate(graph, imgs, labs, config, batch_size=batch, dtype=dtype,
+                                       progress=False).accuracy
+
+
+def interleaved(jobs: dict[str, Job], images: np.ndarray, labels: np.ndarray, batch: int,
+                repeats: int = 3) -> dict[str, tuple[float, float]]:
+    """Accuracy and images/s of each job: one warm-up batch each (kernel load, oneDNN primitives,
+    allocator), then ``repeats`` rounds that time every job once, in order; each job's best round."""
+    for job in jobs.values():
+        job(images[:batch], labels[:batch])
+    best = {name: float("inf") for name in jobs}
+    acc = {name: float("nan") for name in jobs}
+    for _ in range(max(1, int(repeats))):
+        for name, job in jobs.items():
+            start = time.perf_counter()
+            acc[name] = job(images, labels)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: (acc[name], len(images) / best[name]) for name in jobs}
 
 
 def main(args: argparse.Namespace) -> int:
@@ -107,16 +118,16 @@ def main(args: argparse.Namespace) -> int:
     calib = load_dataset(meta["dataset"], "train", args.data_dir).images[: int(args.calib)]
     steps, batch = int(args.steps), int(args.batch)
     print(f"checkpoint {ckpt}; {len(test.images)} test images, T = {steps} steps, batch {batch}, "
-          f"{torch.get_num_threads()} threads; IF reset by subtraction, max norm on {len(calib)} train images")
+          f"{torch.get_num_threads()} threads; IF reset by subtraction, max norm on {len(calib)} train images; "
+          f"engines interleaved, best of {args.repeats} rounds")
     print(f"{'input':10s} {'engine':12s} {'accuracy':>9s} {'img/s':>9s}")
     for label, coding in (("analog", "current"), ("bernoulli", "bernoulli")):
-        sj_acc, sj_rate = _spikingjelly(model, calib, test.images, test.labels, steps, batch, coding == "bernoulli",
-                                        args.repeats)
-        print(f"{label:10s} {'spikingjelly':12s} {sj_acc:9.4f} {sj_rate:9.1f}", flush=True)
+        jobs = {"spikingjelly": _spikingjelly(model, calib, steps, batch, coding == "bernoulli")}
         for dtype in ("float64", "float32"):
-            bc_acc, bc_rate = _bioconv(model, meta, calib, test.images, test.labels, steps, batch, coding, dtype,
-                                       args.repeats)
-            name = f"bioconv {dtype[-2:]}"
-            print(f"{label:10s} {name:12s} {bc_acc:9.4f} {bc_rate:9.1f}   ({bc_rate / sj_rate:.2f}x SpikingJelly)",
-                  flush=True)
+            jobs[f"bioconv {dtype[-2:]}"] = _bioconv(model, meta, calib, steps, batch, coding, dtype)
+        result = interleaved(jobs, test.images, test.labels, batch, args.repeats)
+        sj_rate = result["spikingjelly"][1]
+        for name, (acc, rate) in result.items():
+            ratio = "" if name == "spikingjelly" else f"   ({rate / sj_rate:.2f}x SpikingJelly)"
+            print(f"{label:10s} {name:12s} {acc:9.4f} {rate:9.1f}{ratio}", flush=True)
     return 0

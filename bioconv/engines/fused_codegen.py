@@ -35,7 +35,7 @@ from typing import Sequence
 from bioconv.models import Dynamics
 
 #: bump when the generated source changes in a way its hash would not show
-VERSION = 2
+VERSION = 3
 
 
 def cache_dir() -> Path:
@@ -85,8 +85,11 @@ def _slices(dyn: Dynamics, a: str, b: str) -> list[str]:
 
 
 def _update_body(dyn: Dynamics) -> list[str]:
-    """Per-neuron update of a layer; layers whose bias and θ are constant per channel
-    (``uniform``) read them once per channel, so the inner loop vectorizes."""
+    """Per-neuron update of a layer, in blocks of ``hw`` neurons. ``uniform``: bias and θ are
+    constant within a block (a channel of a channel-first layer), read once per block; else they
+    repeat with period ``hw`` (a channel-last layer's channels; ``hw`` = the layer's size when
+    they are per neuron) and are read from the layer's first block, which stays in cache. Either
+    way the inner loop vectorizes."""
     consts = sorted(dyn.constants)
     body = [f"{name} = c[{j}]" for j, name in enumerate(consts)]
     neuron = _neuron_code(dyn)
@@ -96,10 +99,10 @@ def _update_body(dyn: Dynamics) -> list[str]:
     body += ["        I_bias = bias[base]", "        theta = th[base]", "        for q in range(hw):"]
     body += ["            " + x for x in neuron]
     body.append("else:")
-    body += ["    " + x for x in _slices(dyn, "lo", "hi")]
-    body += ["    bs = bias[lo:hi]", "    ts = th[lo:hi]", "    for q in range(hi - lo):",
-             "        I_bias = bs[q]", "        theta = ts[q]"]
-    body += ["        " + x for x in neuron]
+    body += ["    bs = bias[lo:lo + hw]", "    ts = th[lo:lo + hw]", "    for base in range(lo, hi, hw):"]
+    body += ["        " + x for x in _slices(dyn, "base", "base + hw")]
+    body += ["        for q in range(hw):", "            I_bias = bs[q]", "            theta = ts[q]"]
+    body += ["            " + x for x in neuron]
     return body
 
 

@@ -124,6 +124,29 @@ def per_neuron(values, shape) -> np.ndarray:
     return np.broadcast_to(arr, shape).reshape(-1).copy()
 
 
+def update_blocks(bias: np.ndarray, theta: np.ndarray, shape: tuple, channel_last: bool,
+                  per_image: bool = False) -> tuple[int, bool]:
+    """How the generated ``update`` walks a layer: ``(hw, uniform)``.
+
+    ``uniform``: bias and θ are constant over each block of ``hw`` neurons (a channel-first
+    layer's channels). Otherwise they repeat with period ``hw``: the channel count of a
+    channel-last layer whose values are per channel, else the layer's size. ``per_image``: the
+    bias is replaced per image (current input into layer 1), so only the layer's size is safe.
+    """
+    n = len(bias)
+    if per_image or len(shape) != 3:
+        return n, False
+    c_n, plane = int(shape[0]), int(shape[1] * shape[2])
+    if channel_last:
+        period = all(np.array_equal(a.reshape(plane, c_n), np.broadcast_to(a[:c_n], (plane, c_n)))
+                     for a in (bias, theta))
+        return (c_n, False) if period else (n, False)
+    blocks = [a.reshape(c_n, plane) for a in (bias, theta)]
+    if plane > 1 and all(np.all(x == x[:, :1]) for x in blocks):
+        return plane, True
+    return n, False
+
+
 class _Projections:
     """Accumulates the per-projection arrays while :class:`FusedNetwork` walks the populations."""
 
@@ -242,13 +265,11 @@ class FusedNetwork:
             if k == 0:
                 self.perm0 = perm
         hw, uniform = [], []
-        for k, layer in enumerate(layers):  # neurons per channel; bias and θ constant per channel?
-            shape = tuple(layer.output_shape)
-            hw.append(int(np.prod(shape[1:])) if len(shape) == 3 and not self.cl[k] else 1)
-            blocks = [a.reshape(-1, hw[-1]) for a in (bias[k], theta[k])]
-            uniform.append(bool(hw[-1] > 1 and all(np.all(x == x[:, :1]) for x in blocks)))
-        if config.coding == "current":
-            uniform[0] = False  # layer 1's bias is per image and neuron
+        for k, layer in enumerate(layers):  # the update's blocks (see fused_codegen._update_body)
+            block, const = update_blocks(bias[k], theta[k], tuple(layer.output_shape), bool(self.cl[k]),
+                                         per_image=k == 0 and config.coding == "current")
+            hw.append(block)
+            uniform.append(const)
         self.pptr = np.asarray(pptr, dtype=np.int64)
         self.psrc = np.asarray(P.src, dtype=np.int64)
         self.pconv = np.asarray(P.conv, dtype=np.bool_)
