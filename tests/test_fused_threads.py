@@ -1,10 +1,11 @@
-"""The fused kernel keeps the caller's thread count.
+"""The fused kernel runs on the caller's thread count and leaves it as it was.
 
-numba's OpenMP threading layer sets the process-wide OpenMP thread count to its pool size when it
-starts, and torch reads its count from the same runtime. Without care, a user who asked torch for
-one thread (say, to run two study workers side by side) would find torch, and every later fused
-batch, on the whole pool after the first fused run. Each check runs in a fresh process with a pool
-of two threads, so that the layer starts inside the code under test.
+The kernel runs its chunks of a batch in plain threads. numba's OpenMP threading layer (which
+an earlier kernel used) sets the process-wide OpenMP thread count to its pool size when it starts,
+and torch reads its count from the same runtime: a user who asked torch for one thread (say, to
+run two study workers side by side) found torch, and every later fused batch, on the whole pool
+after the first fused run. The check runs in a fresh process with a pool of two threads, so that
+nothing has started before the code under test.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from bioconv.normalize import activation_stats, max_norm
 from bioconv.simulation import SimConfig
 
 used = []
-original = fused.use_threads
-fused.use_threads = lambda k: used.append(original(k)) or used[-1]
+original = fused._in_threads
+fused._in_threads = lambda run, args, n_chunks: used.append(n_chunks) or original(run, args, n_chunks)
 torch.manual_seed(0)
 graph = from_torch(build_model("4c3-p2-10FC", (1, 8, 8), 10).eval(), (1, 8, 8))
 x = np.random.default_rng(0).uniform(0, 1, (4, 1, 8, 8))
@@ -56,9 +57,16 @@ def test_one_torch_thread_stays_one_thread_in_torch_and_in_the_kernel():
     assert got["kernel"] == [1, 1, 1, 1]  # every batch of both runs on one thread
 
 
-def test_use_threads_is_capped_by_the_pool():
-    from bioconv.engines.fused import use_threads
-    import numba
+def test_every_chunk_runs_once_and_errors_reach_the_caller():
+    from bioconv.engines.fused import _in_threads
 
-    assert use_threads(10 ** 6) == numba.config.NUMBA_NUM_THREADS
-    assert use_threads(1) == 1
+    calls = []
+    _in_threads(lambda a, chunk, n: calls.append((a, chunk, n)), ("x",), 3)
+    assert sorted(calls) == [("x", 0, 3), ("x", 1, 3), ("x", 2, 3)]
+
+    def fails(chunk, n):
+        if chunk == 1:
+            raise ValueError("chunk 1 failed")
+
+    with pytest.raises(ValueError, match="chunk 1 failed"):
+        _in_threads(fails, (), 2)

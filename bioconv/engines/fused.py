@@ -2,7 +2,7 @@ r"""Fused event-driven CPU kernel of the torch engine (``propagation="fused"``),
 
 One compiled loop runs a whole image through every layer and every time step, with the
 state of all layers of that image kept in cache; images of a batch run in parallel threads
-(``numba.prange``). The per-model code (state update, threshold, reset, readout) is
+(plain threads: the kernel releases the GIL). The per-model code (state update, threshold, reset, readout) is
 generated from the models layer (:mod:`bioconv.models`, i.e. Brian2's own generated
 statements) by :mod:`bioconv.engines.fused_codegen` and cached on disk; the rest
 (:mod:`bioconv.engines.fused_static`) is model-independent. Per step :math:`k` and layer
@@ -90,25 +90,19 @@ def _second():
     return second
 
 
-def use_threads(threads: int) -> int:
-    """Run the kernel on ``threads`` numba threads (at most numba's pool); return how many.
+def _in_threads(run, args: tuple, n_chunks: int) -> None:
+    """``run(*args, chunk, n_chunks)`` for every chunk at once, each in its own thread: the kernel
+    releases the GIL, and chunk k takes the images k, k + n_chunks, ... of the batch. Plain
+    threads, not numba's OpenMP layer, which would reset torch's thread count (torch reads it from
+    the same OpenMP runtime) and add the parallel compiler's time to every kernel's compile."""
+    if n_chunks <= 1:
+        run(*args, 0, 1)
+        return
+    from concurrent.futures import ThreadPoolExecutor
 
-    numba's OpenMP threading layer sets the process-wide OpenMP thread count to the size of its
-    pool when it starts, and torch reads its own thread count from the same OpenMP runtime. So
-    the layer is started here and torch's count, if torch is loaded, is put back: a caller that
-    asked torch for one thread keeps one thread, in torch and in this kernel.
-    """
-    import sys
-
-    import numba
-
-    torch = sys.modules.get("torch")
-    before = torch.get_num_threads() if torch is not None else None
-    numba.get_num_threads()  # starts the threading layer (once per process)
-    if torch is not None and torch.get_num_threads() != before:
-        torch.set_num_threads(before)
-    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
-    return numba.get_num_threads()
+    with ThreadPoolExecutor(n_chunks) as pool:
+        for done in [pool.submit(run, *args, k, n_chunks) for k in range(n_chunks)]:
+            done.result()  # re-raises a chunk's error
 
 
 def _spike_trains_threaded(rates, signs, dt_s: float, config: SimConfig, first_index: int, threads: int):
@@ -168,12 +162,10 @@ class Outputs:
 def simulate_batch(net: FusedNetwork, graph: ir.Graph, images: np.ndarray, config: SimConfig, first_index: int,
                    threads: int, out: Outputs, row: int) -> None:
     """One batch through the fused kernel, written into rows ``row:row + len(images)`` of ``out``."""
-    import numba
-
     from brian2 import second
 
     n = len(images)
-    threads = use_threads(threads)
+    threads = max(1, int(threads))
     rates, signs = encoding.input_rates_hz(images, graph.input)
     current = config.coding == "current"
     if current:
@@ -206,14 +198,13 @@ def simulate_batch(net: FusedNetwork, graph: ir.Graph, images: np.ndarray, confi
         rec_n = np.zeros((n, n_rec), dtype=np.int64)
         for a in (out.counts[rows], out.out_bins[rows], out.bin_counts[rows]):
             a[...] = 0
-        net.module.run(inp, net.off, net.model, net.nslot, net.tgt, net.cond, net.refs, net.rf, net.gated, net.pgeo,
-                       net.coef, net.bias, bias0, current, net.theta, net.hw, net.uniform, net.cl, net.lshape,
-                       net.pptr, net.psrc, net.pconv, net.pcl, net.geo,
-                       net.wconv, net.ctab_pos, net.ctab_k, net.seg, net.rowptr, net.row_off, net.cols, net.weights,
-                       config.steps_per_bin,
-                       out.counts[rows], out.out_bins[rows], out.bin_counts[rows],
-                       out.out_v[rows] if out.record_v else out.out_v, out.record_v, rec_slot, rec_t, rec_i, rec_n,
-                       base, cap, min(n, threads))
+        args = (inp, net.off, net.model, net.nslot, net.tgt, net.cond, net.refs, net.rf, net.gated, net.pgeo,
+                net.coef, net.bias, bias0, current, net.theta, net.hw, net.uniform, net.cl, net.lshape,
+                net.pptr, net.psrc, net.pconv, net.pcl, net.geo,
+                net.wconv, net.ctab_pos, net.ctab_k, net.seg, net.rowptr, net.row_off, net.cols, net.weights,
+                config.steps_per_bin, out.counts[rows], out.out_bins[rows], out.bin_counts[rows],
+                out.out_v[rows] if out.record_v else out.out_v, out.record_v, rec_slot, rec_t, rec_i, rec_n, base, cap)
+        _in_threads(net.module.run, args, min(n, threads))
         if not out.record_times or np.all(rec_n.max(axis=0) <= cap):
             break
         cap = np.maximum(cap, rec_n.max(axis=0))  # rerun the batch with room for every spike

@@ -35,7 +35,7 @@ from typing import Sequence
 from bioconv.models import Dynamics
 
 #: bump when the generated source changes in a way its hash would not show
-VERSION = 3
+VERSION = 4
 
 
 def cache_dir() -> Path:

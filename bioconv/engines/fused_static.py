@@ -1,6 +1,6 @@
 r"""The model-independent part of the fused kernel's source (appended to the generated module).
 
-``run`` loops over images (``numba.prange``), steps and layers in Brian2's schedule:
+``run`` loops over its chunk of the images (one call per thread), steps and layers in Brian2's schedule:
 ``update`` (groups + thresholds, generated), spike list, synaptic delivery of each
 projection's source spikes of this step (the input's: +1 pathway then the ``_neg`` pathway), the
 gated max-pool for pool layers, ``reset`` (generated), counting and spike recording.
@@ -140,129 +140,129 @@ def gate(dst, lo, plo, i, count, cmax, pgeo, l):
                 dst[j] += 1.0
 
 
-@numba.njit(parallel=True, cache=True, fastmath=False, nogil=True)
+@numba.njit(cache=True, fastmath=False, nogil=True)
 def run(inp, off, model, nslot, tgt, cond, refs, rf, gated, pgeo, coef, bias, bias0, current, theta, hw, uniform, cl, lshape,
         pptr, psrc, pconv, pcl, geo, wconv, tpos, tk, seg, rowptr, row_off, cols, weights, spb, counts, out_bins, bin_counts, out_v, record_v, rec_slot, rec_t,
-        rec_i, rec_n, rec_base, rec_cap, n_chunks):
+        rec_i, rec_n, rec_base, rec_cap, chunk, n_chunks):
     n_img, n_steps, n_in = inp.shape
     n_layers = off.shape[0] - 1
     n_total = off[n_layers]
     o_lo = off[n_layers - 1]
     n_out = n_total - o_lo
-    # one set of work arrays per thread (n_chunks = threads), reused for its images (no page faults per image)
-    for chunk in numba.prange(n_chunks):
-        S = np.zeros((nslot, n_total), dtype=bias.dtype)
-        bias_b = bias.copy()
-        last = np.empty(n_total, dtype=np.int64)
-        nr = np.empty(n_total, dtype=np.bool_)
-        save = np.zeros(n_total, dtype=bias.dtype)
-        cmax = np.empty(n_total, dtype=np.int64)
-        fired = np.zeros(n_total + 16 - n_total % 8, dtype=np.uint8)
-        words = fired.view(np.uint64)
-        spk = np.zeros(n_total, dtype=np.int32)
-        nspk = np.zeros(n_layers, dtype=np.int64)
-        tmp = np.zeros(n_total, dtype=np.int32)
-        tch = np.zeros(n_total, dtype=np.int32)
-        ibuf = np.zeros(max(1, n_in), dtype=np.int32)
-        cnt = np.zeros(n_total, dtype=np.int32)  # this image's counts (kept in cache; copied out at its end)
-        nbin = np.zeros(bin_counts.shape[1:], dtype=np.int64)
-        per_c = np.zeros(max(1, lshape[:, 0].max()) + 1, dtype=np.int64)
-        for b in range(chunk, n_img, n_chunks):
-            S[:, :] = 0
-            if current:
-                for k in range(off[1] - off[0]):
-                    bias_b[off[0] + k] = bias0[b, k]
-            last[:] = -(2 ** 40)
-            nr[:] = True
-            cmax[:] = 0
-            nspk[:] = 0
-            cnt[:] = 0
-            nbin[:, :] = 0
-            for t in range(n_steps):
-                k_bin = t // spb
-                for l in range(n_layers):
-                    lo = off[l]
-                    hi = off[l + 1]
-                    m = model[l]
-                    # 1. groups, 2. thresholds (generated from the models layer)
-                    update(m, S, lo, hi, bias_b, theta, coef[l], fired, last, nr, t, refs[l], hw[l], uniform[l])
-                    n = collect(fired, words, lo, hi, spk)
-                    dst = S[tgt[l]]
-                    if rf[l]:  # schedule "reset-first": 4. resets before 3. synapses
-                        reset(m, S, spk, lo, lo + n, theta)
-                    if cond[l]:  # frozen target: refractory neurons take no synaptic input
-                        for k in range(lo, hi):
-                            save[k] = dst[k]
-                    # 3. synapses: per projection, in order, its source's spikes of this step (input: +1, then -1)
-                    for p in range(pptr[l], pptr[l + 1]):
-                        s = psrc[p]
-                        if gated[l]:
-                            plo = off[s]
-                            for q in range(nspk[s]):
-                                kp = spk[plo + q]
-                                gate(dst, lo, plo, kp - plo, cnt[kp] - 1, cmax, pgeo, l)
-                            continue
-                        for sign in (1, -1):  # the input's +1 pathway, then its _neg pathway; a population's spikes: +1 only
-                            if s < 0:
-                                n_i = 0
-                                for i in range(n_in):
-                                    if inp[b, t, i] == sign:
-                                        ibuf[n_i] = i
-                                        n_i += 1
-                                idx, base, n_p = ibuf, 0, n_i
-                            elif sign > 0:
-                                idx, base, n_p = spk, off[s], nspk[s]
-                            else:
-                                break
-                            project(dst, lo, idx, base, base, n_p, sign, p, pconv, pcl, geo, wconv, tpos, tk, seg, rowptr, row_off,
-                                    cols, weights)
-                    if cond[l]:
-                        for k in range(lo, hi):
-                            dst[k] = dst[k] if nr[k] else save[k]
-                    # 4. resets
-                    if not rf[l]:
-                        reset(m, S, spk, lo, lo + n, theta)
-                    if not cl[l]:
-                        for q in range(n):
-                            cnt[spk[lo + q]] += 1
-                    if cl[l] and n > 0:  # channel-last (pos, c) order -> torch order (c, pos), stable by c
-                        c_n = lshape[l, 0]
-                        plane = lshape[l, 1] * lshape[l, 2]
-                        per_c[:c_n + 1] = 0
-                        pos = 0
-                        for q in range(n):  # the list ascends, so its position only grows (no division)
-                            kl = spk[lo + q] - lo
-                            while kl >= (pos + 1) * c_n:
-                                pos += 1
-                            c = kl - pos * c_n
-                            tmp[q] = c * plane + pos  # torch index, for now
-                            tch[q] = c
-                            per_c[c + 1] += 1
-                        for c in range(c_n):
-                            per_c[c + 1] += per_c[c]
-                        for q in range(n):
-                            k = tmp[q]
-                            c = tch[q]
-                            spk[lo + per_c[c]] = lo + k
-                            cnt[lo + k] += 1
-                            per_c[c] += 1
-                    r = rec_slot[l]
-                    if r >= 0:
-                        for q in range(n):
-                            p = rec_n[b, r]
-                            if p < rec_cap[r]:
-                                rec_t[rec_base[b, r] + p] = t
-                                rec_i[rec_base[b, r] + p] = spk[lo + q] - lo
-                            rec_n[b, r] = p + 1
-                    nspk[l] = n
-                    nbin[l, k_bin] += n
-                if (t + 1) % spb == 0:
-                    mo = model[n_layers - 1]
-                    for j in range(n_out):
-                        out_bins[b, k_bin, j] = cnt[o_lo + j]
-                        if record_v:
-                            out_v[b, k_bin, j] = readout(mo, S, o_lo + j)
-            counts[b, :] = cnt
-            bin_counts[b, :, :] = nbin
+    # the images chunk, chunk + n_chunks, ... of the batch (one call per thread, without the GIL);
+    # its work arrays are allocated once and reused for every image (no page faults per image)
+    S = np.zeros((nslot, n_total), dtype=bias.dtype)
+    bias_b = bias.copy()
+    last = np.empty(n_total, dtype=np.int64)
+    nr = np.empty(n_total, dtype=np.bool_)
+    save = np.zeros(n_total, dtype=bias.dtype)
+    cmax = np.empty(n_total, dtype=np.int64)
+    fired = np.zeros(n_total + 16 - n_total % 8, dtype=np.uint8)
+    words = fired.view(np.uint64)
+    spk = np.zeros(n_total, dtype=np.int32)
+    nspk = np.zeros(n_layers, dtype=np.int64)
+    tmp = np.zeros(n_total, dtype=np.int32)
+    tch = np.zeros(n_total, dtype=np.int32)
+    ibuf = np.zeros(max(1, n_in), dtype=np.int32)
+    cnt = np.zeros(n_total, dtype=np.int32)  # this image's counts (kept in cache; copied out at its end)
+    nbin = np.zeros(bin_counts.shape[1:], dtype=np.int64)
+    per_c = np.zeros(max(1, lshape[:, 0].max()) + 1, dtype=np.int64)
+    for b in range(chunk, n_img, n_chunks):
+        S[:, :] = 0
+        if current:
+            for k in range(off[1] - off[0]):
+                bias_b[off[0] + k] = bias0[b, k]
+        last[:] = -(2 ** 40)
+        nr[:] = True
+        cmax[:] = 0
+        nspk[:] = 0
+        cnt[:] = 0
+        nbin[:, :] = 0
+        for t in range(n_steps):
+            k_bin = t // spb
+            for l in range(n_layers):
+                lo = off[l]
+                hi = off[l + 1]
+                m = model[l]
+                # 1. groups, 2. thresholds (generated from the models layer)
+                update(m, S, lo, hi, bias_b, theta, coef[l], fired, last, nr, t, refs[l], hw[l], uniform[l])
+                n = collect(fired, words, lo, hi, spk)
+                dst = S[tgt[l]]
+                if rf[l]:  # schedule "reset-first": 4. resets before 3. synapses
+                    reset(m, S, spk, lo, lo + n, theta)
+                if cond[l]:  # frozen target: refractory neurons take no synaptic input
+                    for k in range(lo, hi):
+                        save[k] = dst[k]
+                # 3. synapses: per projection, in order, its source's spikes of this step (input: +1, then -1)
+                for p in range(pptr[l], pptr[l + 1]):
+                    s = psrc[p]
+                    if gated[l]:
+                        plo = off[s]
+                        for q in range(nspk[s]):
+                            kp = spk[plo + q]
+                            gate(dst, lo, plo, kp - plo, cnt[kp] - 1, cmax, pgeo, l)
+                        continue
+                    for sign in (1, -1):  # the input's +1 pathway, then its _neg pathway; a population's spikes: +1 only
+                        if s < 0:
+                            n_i = 0
+                            for i in range(n_in):
+                                if inp[b, t, i] == sign:
+                                    ibuf[n_i] = i
+                                    n_i += 1
+                            idx, base, n_p = ibuf, 0, n_i
+                        elif sign > 0:
+                            idx, base, n_p = spk, off[s], nspk[s]
+                        else:
+                            break
+                        project(dst, lo, idx, base, base, n_p, sign, p, pconv, pcl, geo, wconv, tpos, tk, seg, rowptr, row_off,
+                                cols, weights)
+                if cond[l]:
+                    for k in range(lo, hi):
+                        dst[k] = dst[k] if nr[k] else save[k]
+                # 4. resets
+                if not rf[l]:
+                    reset(m, S, spk, lo, lo + n, theta)
+                if not cl[l]:
+                    for q in range(n):
+                        cnt[spk[lo + q]] += 1
+                if cl[l] and n > 0:  # channel-last (pos, c) order -> torch order (c, pos), stable by c
+                    c_n = lshape[l, 0]
+                    plane = lshape[l, 1] * lshape[l, 2]
+                    per_c[:c_n + 1] = 0
+                    pos = 0
+                    for q in range(n):  # the list ascends, so its position only grows (no division)
+                        kl = spk[lo + q] - lo
+                        while kl >= (pos + 1) * c_n:
+                            pos += 1
+                        c = kl - pos * c_n
+                        tmp[q] = c * plane + pos  # torch index, for now
+                        tch[q] = c
+                        per_c[c + 1] += 1
+                    for c in range(c_n):
+                        per_c[c + 1] += per_c[c]
+                    for q in range(n):
+                        k = tmp[q]
+                        c = tch[q]
+                        spk[lo + per_c[c]] = lo + k
+                        cnt[lo + k] += 1
+                        per_c[c] += 1
+                r = rec_slot[l]
+                if r >= 0:
+                    for q in range(n):
+                        p = rec_n[b, r]
+                        if p < rec_cap[r]:
+                            rec_t[rec_base[b, r] + p] = t
+                            rec_i[rec_base[b, r] + p] = spk[lo + q] - lo
+                        rec_n[b, r] = p + 1
+                nspk[l] = n
+                nbin[l, k_bin] += n
+            if (t + 1) % spb == 0:
+                mo = model[n_layers - 1]
+                for j in range(n_out):
+                    out_bins[b, k_bin, j] = cnt[o_lo + j]
+                    if record_v:
+                        out_v[b, k_bin, j] = readout(mo, S, o_lo + j)
+        counts[b, :] = cnt
+        bin_counts[b, :, :] = nbin
     return 0
 '''
