@@ -10,46 +10,53 @@ See :mod:`bioconv.engines.fused` for the data layout.
 STATIC = r'''
 @numba.njit(cache=True, inline="always")
 def collect(fired, words, lo, hi, spk):
-    """Write the indices k in [lo, hi) with fired[k] to spk[lo:lo+n], ascending; return n."""
+    """Write the indices k in [lo, hi) with fired[k] to spk[lo:lo+n], ascending; return n.
+
+    The flags (bytes 0 or 1) are read eight at a time as 64-bit words; each set bit of a word is
+    one spike, found with ``tzcnt`` and cleared (few neurons spike per step, so testing every
+    flag would cost a branch or a store per neuron). Word indices are unsigned, so no
+    negative-index wraparound is computed."""
     n = 0
     k = lo
     while k < hi and (k & 7) != 0:
-        if fired[k]:
-            spk[lo + n] = k
-            n += 1
+        spk[lo + n] = k
+        n += fired[k]
         k += 1
-    while k + 8 <= hi:
-        if words[k >> 3] != 0:
-            for j in range(k, k + 8):
-                if fired[j]:
-                    spk[lo + n] = j
-                    n += 1
-        k += 8
-    while k < hi:
-        if fired[k]:
-            spk[lo + n] = k
+    one = np.uint64(1)
+    for wi in range(np.uint64(k >> 3), np.uint64(hi >> 3)):
+        w = words[wi]
+        while w != 0:
+            spk[lo + n] = np.int64(wi << np.uint64(3)) + np.int64(trailing_zeros(w) >> np.uint64(3))
             n += 1
+            w &= w - one
+    k = max(k, (hi >> 3) << 3)
+    while k < hi:
+        spk[lo + n] = k
+        n += fired[k]
         k += 1
     return n
 
 
 @numba.njit(cache=True, inline="always")
-def deliver(dst, lo, p, i, sign, conv, cl, geo, wconv, tpos, tk, rowptr, row_off, cols, weights):
-    """Add presynaptic neuron i's outgoing weights in projection p (times ``sign``) to ``dst[lo + j]``."""
-    if conv[p]:
-        c_out, h_o, w_o, kh, kw, h_in, w_in, w0, t0 = (
-            geo[p, 0], geo[p, 1], geo[p, 2], geo[p, 3], geo[p, 4], geo[p, 9], geo[p, 10], geo[p, 11], geo[p, 12])
-        plane_in = h_in * w_in
+def deliver_conv(dst, lo, idx, base, shift, n, sign, p, cl, geo, wconv, tpos, tk):
+    """Shared-kernel delivery of the presynaptic neurons ``idx[base:base + n] - shift``: per spike
+    and kernel offset (the target tables of :func:`bioconv.engines.fused_network.conv_targets`), the
+    C_out weights added to one output position (``cl``: contiguous targets; else one per channel plane)."""
+    c_out, h_o, w_o, kh, kw, h_in, w_in, w0, t0 = (
+        geo[p, 0], geo[p, 1], geo[p, 2], geo[p, 3], geo[p, 4], geo[p, 9], geo[p, 10], geo[p, 11], geo[p, 12])
+    plane_in = h_in * w_in
+    plane = h_o * w_o
+    for q in range(n):
+        i = idx[base + q] - shift
         c = i // plane_in
         e0 = t0 + (i - c * plane_in) * (kh * kw)  # this input position's row of the target tables
-        plane = h_o * w_o
         for e in range(e0, e0 + kh * kw):
             pos = tpos[e]
             if pos < 0:
                 break
             wb = w0 + (c * kh * kw + tk[e]) * c_out
             src = wconv[wb:wb + c_out]
-            if cl[p]:
+            if cl:
                 tgt = dst[lo + pos * c_out:lo + (pos + 1) * c_out]
                 if sign > 0:
                     for o in range(c_out):
@@ -63,8 +70,14 @@ def deliver(dst, lo, p, i, sign, conv, cl, geo, wconv, tpos, tk, rowptr, row_off
             else:
                 for o in range(c_out):
                     dst[lo + pos + o * plane] -= src[o]
-    else:
-        r = row_off[p] + i
+
+
+@numba.njit(cache=True, inline="always")
+def deliver_csr(dst, lo, idx, base, shift, n, sign, r0, rowptr, cols, weights):
+    """Explicit-synapse delivery of the presynaptic neurons ``idx[base:base + n] - shift``: each one's
+    CSR row (row ``r0 + i``), in Brian2's synapse order."""
+    for q in range(n):
+        r = r0 + idx[base + q] - shift
         if sign > 0:
             for s in range(rowptr[r], rowptr[r + 1]):
                 dst[lo + cols[s]] += weights[s]
@@ -107,37 +120,43 @@ def deliver_segments(dst, lo, idx, base, shift, n, sign, p, geo, wconv, seg):
 @numba.njit(cache=True, inline="always")
 def project(dst, lo, idx, base, shift, n, sign, p, conv, cl, geo, wconv, tpos, tk, seg, rowptr, row_off, cols,
             weights):
-    """Projection p's synaptic delivery of the presynaptic spikes ``idx[base:base + n] - shift``."""
+    """Projection p's synaptic delivery of the presynaptic spikes ``idx[base:base + n] - shift``.
+    Each helper loops over the spikes itself: an inlined call per spike would pay numba's atomic
+    reference counting of every array argument per spike."""
     if conv[p] and cl[p]:
         deliver_segments(dst, lo, idx, base, shift, n, sign, p, geo, wconv, seg)
+    elif conv[p]:
+        deliver_conv(dst, lo, idx, base, shift, n, sign, p, cl[p], geo, wconv, tpos, tk)
     else:
-        for q in range(n):
-            deliver(dst, lo, p, idx[base + q] - shift, sign, conv, cl, geo, wconv, tpos, tk, rowptr, row_off, cols,
-                    weights)
+        deliver_csr(dst, lo, idx, base, shift, n, sign, row_off[p], rowptr, cols, weights)
 
 
 @numba.njit(cache=True, inline="always")
-def gate(dst, lo, plo, i, count, cmax, pgeo, l):
-    """Gated max-pool: presynaptic spike of neuron i (torch order, count before it ``count``)
-    passes to every pool unit whose window max it equals (+1 to the relay state)."""
+def gate(dst, lo, spk, plo, n, cnt, cmax, pgeo, l):
+    """Gated max-pool: each presynaptic spike ``spk[plo:plo + n]`` (torch order; neuron i, its count
+    before this spike ``cnt - 1``) passes to every pool unit whose window max it equals (+1 to the relay state)."""
     c_n, h_in, w_in, kh, kw, sh, sw, h_o, w_o = (pgeo[l, 0], pgeo[l, 1], pgeo[l, 2], pgeo[l, 3], pgeo[l, 4],
                                                  pgeo[l, 5], pgeo[l, 6], pgeo[l, 7], pgeo[l, 8])
-    c = i // (h_in * w_in)
-    rem = i - c * h_in * w_in
-    y = rem // w_in
-    x = rem - y * w_in
-    oy0 = max(0, (y - kh + sh) // sh)
-    ox0 = max(0, (x - kw + sw) // sw)
-    for oy in range(oy0, min(h_o, y // sh + 1)):
-        if y >= oy * sh + kh:
-            continue
-        for ox in range(ox0, min(w_o, x // sw + 1)):
-            if x >= ox * sw + kw:
+    for q in range(n):
+        kp = spk[plo + q]
+        i = kp - plo
+        count = cnt[kp] - 1
+        c = i // (h_in * w_in)
+        rem = i - c * h_in * w_in
+        y = rem // w_in
+        x = rem - y * w_in
+        oy0 = max(0, (y - kh + sh) // sh)
+        ox0 = max(0, (x - kw + sw) // sw)
+        for oy in range(oy0, min(h_o, y // sh + 1)):
+            if y >= oy * sh + kh:
                 continue
-            j = lo + (c * h_o + oy) * w_o + ox
-            if count == cmax[j]:
-                cmax[j] += 1
-                dst[j] += 1.0
+            for ox in range(ox0, min(w_o, x // sw + 1)):
+                if x >= ox * sw + kw:
+                    continue
+                j = lo + (c * h_o + oy) * w_o + ox
+                if count == cmax[j]:
+                    cmax[j] += 1
+                    dst[j] += 1.0
 
 
 @numba.njit(cache=True, fastmath=False, nogil=True)
@@ -197,10 +216,7 @@ def run(inp, off, model, nslot, tgt, cond, refs, rf, gated, pgeo, coef, bias, bi
                 for p in range(pptr[l], pptr[l + 1]):
                     s = psrc[p]
                     if gated[l]:
-                        plo = off[s]
-                        for q in range(nspk[s]):
-                            kp = spk[plo + q]
-                            gate(dst, lo, plo, kp - plo, cnt[kp] - 1, cmax, pgeo, l)
+                        gate(dst, lo, spk, off[s], nspk[s], cnt, cmax, pgeo, l)
                         continue
                     for sign in (1, -1):  # the input's +1 pathway, then its _neg pathway; a population's spikes: +1 only
                         if s < 0:
@@ -229,11 +245,9 @@ def run(inp, off, model, nslot, tgt, cond, refs, rf, gated, pgeo, coef, bias, bi
                     c_n = lshape[l, 0]
                     plane = lshape[l, 1] * lshape[l, 2]
                     per_c[:c_n + 1] = 0
-                    pos = 0
-                    for q in range(n):  # the list ascends, so its position only grows (no division)
+                    for q in range(n):
                         kl = spk[lo + q] - lo
-                        while kl >= (pos + 1) * c_n:
-                            pos += 1
+                        pos = kl // c_n
                         c = kl - pos * c_n
                         tmp[q] = c * plane + pos  # torch index, for now
                         tch[q] = c
