@@ -76,45 +76,51 @@ def deliver_conv(dst, lo, idx, base, shift, n, sign, p, cl, geo, wconv, tpos, tk
 def deliver_csr(dst, lo, idx, base, shift, n, sign, r0, rowptr, cols, weights):
     """Explicit-synapse delivery of the presynaptic neurons ``idx[base:base + n] - shift``: each one's
     CSR row (row ``r0 + i``), in Brian2's synapse order."""
+    ulo = np.uint64(lo)
     for q in range(n):
         r = r0 + idx[base + q] - shift
+        a, b = np.uint64(rowptr[r]), np.uint64(rowptr[r + 1])  # unsigned: no negative-index wraparound
         if sign > 0:
-            for s in range(rowptr[r], rowptr[r + 1]):
-                dst[lo + cols[s]] += weights[s]
+            for s in range(a, b):
+                dst[ulo + np.uint64(cols[s])] += weights[s]
         else:
-            for s in range(rowptr[r], rowptr[r + 1]):
-                dst[lo + cols[s]] += -weights[s]
+            for s in range(a, b):
+                dst[ulo + np.uint64(cols[s])] += -weights[s]
 
 
 @numba.njit(cache=True, inline="always")
 def deliver_segments(dst, lo, idx, base, shift, n, sign, p, geo, wconv, seg):
     """Shared-kernel delivery into a channel-last target of the presynaptic neurons
     ``idx[base:base + n] - shift`` (ascending): per spike and kernel row, one contiguous run of
-    targets (the segment table of :func:`bioconv.engines.fused_network.conv_segments`)."""
+    targets (the segment table of :func:`bioconv.engines.fused_network.conv_segments`, flattened:
+    three int32 per row). Offsets are unsigned, so numba adds no negative-index wraparound and
+    the runs are added with plain vector loads and stores."""
     plane_in, w0, s0, block, kh = geo[p, 9] * geo[p, 10], geo[p, 11], geo[p, 12], geo[p, 13], geo[p, 14]
     c = 0
     end = plane_in  # first index of channel c + 1 (the spikes come channel by channel)
+    u1, u2, u3 = np.uint64(1), np.uint64(2), np.uint64(3)
+    ulo = np.uint64(lo)
     for q in range(n):
         i = idx[base + q] - shift
         while i >= end:
             c += 1
             end += plane_in
-        e0 = s0 + (i - end + plane_in) * kh
-        wc = w0 + c * block
-        for e in range(e0, e0 + kh):
-            tb = seg[e, 0]
+        e = np.uint64(s0 + (i - end + plane_in) * kh) * u3
+        wc = np.uint64(w0 + c * block)
+        for r in range(kh):
+            tb = seg[e]
             if tb < 0:
                 break
-            m = seg[e, 2]
-            wb = wc + seg[e, 1]
-            src = wconv[wb:wb + m]
-            tgt = dst[lo + tb:lo + tb + m]
+            t0 = ulo + np.uint64(tb)
+            wb = wc + np.uint64(seg[e + u1])
+            m = np.uint64(seg[e + u2])
             if sign > 0:
                 for o in range(m):
-                    tgt[o] += src[o]
+                    dst[t0 + o] += wconv[wb + o]
             else:
                 for o in range(m):
-                    tgt[o] -= src[o]
+                    dst[t0 + o] -= wconv[wb + o]
+            e += u3
 
 
 @numba.njit(cache=True, inline="always")
@@ -164,6 +170,7 @@ def run(inp, off, model, nslot, tgt, cond, refs, rf, gated, pgeo, coef, bias, bi
         pptr, psrc, pconv, pcl, geo, wconv, tpos, tk, seg, rowptr, row_off, cols, weights, spb, counts, out_bins, bin_counts, out_v, record_v, rec_slot, rec_t,
         rec_i, rec_n, rec_base, rec_cap, chunk, n_chunks):
     n_img, n_steps, n_in = inp.shape
+    seg = seg.reshape(-1)  # the segment table's rows, three int32 each, flat (unsigned offsets)
     n_layers = off.shape[0] - 1
     n_total = off[n_layers]
     o_lo = off[n_layers - 1]
